@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``python -m backend``: the backend's command line.
+
+    python -m backend serve                 # the JSON-lines server Blender talks to
+    python -m backend doctor                # capabilities as JSON
+    python -m backend deform --points CLOUD.ply --out DIR [options]
+
+Job subcommands write exactly the files Blender would import, into ``--out``.
+Exit codes: 0 success, 1 internal error, 2 bad input or missing dependency, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+from . import __version__, protocol
+from . import config as config_mod
+from .errors import ReconError
+
+
+def _add_deform(sub) -> None:
+    from .jobs import deform
+
+    parser = sub.add_parser("deform", help="fit a template mesh to a point cloud", description=deform.__doc__)
+    parser.add_argument("--points", required=True, help="the point cloud (.ply, .npz with 'points', .npy, .xyz)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (mesh.ply, mesh.npz, manifest.json)")
+    parser.add_argument("--template-mesh", dest="template_mesh", default="", help="fit this mesh instead of an ico-sphere")
+    config_mod.add_arguments(parser, deform.Config)
+    parser.set_defaults(run=_run_deform)
+
+
+def _run_deform(args) -> int:
+    from .jobs import deform
+
+    overrides = {"template": "mesh"} if args.template_mesh and args.template is None else {}
+    try:
+        config = config_mod.from_args(deform.Config, args, **overrides)
+    except ReconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    inputs = deform.Inputs(points=str(Path(args.points).resolve()), template_mesh=str(Path(args.template_mesh).resolve()) if args.template_mesh else "")
+    return _run_job("deform", config, inputs, args.out)
+
+
+def _run_job(kind: str, config, inputs, out: Path) -> int:
+    from .jobs.runner import run_job
+
+    cancel = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl+C: cooperative cancel
+
+    def emit(type_: str, fields: dict) -> None:
+        if type_ == protocol.PROGRESS:
+            print(f"[{fields['stage']}] {fields['done']}/{fields['total']} {fields['message']}", file=sys.stderr)
+        elif type_ == protocol.LOG:
+            print(f"{fields['level']}: {fields['message']}", file=sys.stderr)
+
+    out = out.resolve()
+    # The CLI's --out is the job directory itself.
+    type_, fields = run_job(kind, config, inputs, f"cli-{uuid.uuid4().hex[:8]}", out, emit, cancel)
+    if type_ == protocol.RESULT:
+        print(json.dumps(fields["summary"], indent=2))
+        return 0
+    if type_ == protocol.CANCELLED:
+        print(f"cancelled; the log is in {out / protocol.LOG_FILE}", file=sys.stderr)
+        return 130
+    print(f"error: {fields['message']}", file=sys.stderr)
+    if fields.get("hint"):
+        print(f"hint: {fields['hint']}", file=sys.stderr)
+    print(f"log: {fields['log']}", file=sys.stderr)
+    return 1 if fields["code"] == protocol.E_INTERNAL else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Recon's compute backend.")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the JSON-lines protocol on stdin/stdout")
+    serve.set_defaults(run=lambda args: _serve())
+    doctor = sub.add_parser("doctor", help="print capabilities as JSON")
+    doctor.set_defaults(run=lambda args: _doctor())
+    _add_deform(sub)
+    return parser
+
+
+def _serve() -> int:
+    from .server import serve
+
+    return serve()
+
+
+def _doctor() -> int:
+    from .capabilities import capabilities
+
+    print(json.dumps(capabilities(deep=True), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.run(args)
