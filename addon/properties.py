@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""User settings kept on the scene (saved with the .blend, as any tool setting is).
+Runtime job state is never stored here: it lives in addon/jobs.py."""
+
+import bpy
+from bpy.props import PointerProperty, StringProperty
+
+from . import deform
+
+
+class RECON_PG_deform_settings(bpy.types.PropertyGroup):
+    points_file: StringProperty(
+        name="Points File",
+        description="Fit this point cloud file (.ply, .npz, .xyz) when no point cloud object is active",
+        subtype="FILE_PATH",
+    )
+    __annotations__.update(deform.settings_properties())  # noqa: F821 - the class body's annotations
+
+
+def register():
+    bpy.utils.register_class(RECON_PG_deform_settings)
+    bpy.types.Scene.recon_deform = PointerProperty(type=RECON_PG_deform_settings)
+
+
+def unregister():
+    del bpy.types.Scene.recon_deform
+    bpy.utils.unregister_class(RECON_PG_deform_settings)

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Operators (``bpy.ops.recon.*``): gather inputs, submit a job, report. One module per job kind."""
+
+import bpy
+
+from .deform import RECON_OT_fit_mesh_to_points
+from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
+
+classes = (RECON_OT_fit_mesh_to_points, RECON_OT_cancel_job, RECON_OT_backend_doctor)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

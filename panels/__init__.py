@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Sidebar panels (3D viewport, tab "Recon"): draw only."""
+
+import bpy
+
+from .deform import RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings
+from .jobs import RECON_PT_jobs
+
+classes = (RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
