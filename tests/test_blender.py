@@ -1,0 +1,280 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Headless Blender (the real ``bpy`` wheel) with the extension installed from its zip,
+running ``bpy.ops.recon.*`` and the Python API against the real backend subprocess."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import data_path
+
+pytestmark = pytest.mark.blender
+
+FIT = {"iterations": 300, "samples": 2000}  # enough to fit an ellipsoid, quick on 2 cores
+
+
+def ext(blender, module: str):
+    """A module of the installed extension (looked up anew: re-enabling reloads it)."""
+    return importlib.import_module(f"{blender}.{module}")
+
+
+def make_cloud(name="scan", n=600, pointcloud=False, seed=0):
+    import bpy
+
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    points = (p * [1.0, 2.0, 0.5]).astype(np.float32)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(n)
+    mesh.vertices.foreach_set("co", points.ravel())
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.location = (2.0, -1.0, 0.5)
+    obj.rotation_euler = (0.3, 0.0, 1.2)
+    obj.scale = (1.5, 1.5, 1.5)
+    bpy.context.view_layer.update()
+    if pointcloud:
+        select_only(obj)
+        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
+    select_only(obj)
+    return obj, points
+
+
+def select_only(*objects):
+    import bpy
+
+    for other in bpy.context.scene.objects:
+        other.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = objects[0] if objects else None
+
+
+def vertices_of(obj) -> np.ndarray:
+    co = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3)
+
+
+def world(obj, local: np.ndarray) -> np.ndarray:
+    m = np.array(obj.matrix_world)
+    return local @ m[:3, :3].T + m[:3, 3]
+
+
+def nearest_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min(1)
+
+
+def scene_state():
+    import bpy
+
+    return sorted((o.name, o.type, len(o.data.vertices) if o.type == "MESH" else None) for o in bpy.data.objects), len(bpy.data.meshes)
+
+
+def manager(blender):
+    return ext(blender, "addon.jobs").manager()
+
+
+# -- the extension ---------------------------------------------------------------------
+
+
+def test_installed_zip_registers_operators_panels_and_preferences(blender):
+    import bpy
+
+    assert hasattr(bpy.types, "RECON_OT_fit_mesh_to_points")
+    for panel in ("RECON_PT_fit_mesh", "RECON_PT_jobs"):
+        assert getattr(bpy.types, panel).bl_category == "Recon"
+    prefs = bpy.context.preferences.addons[blender].preferences
+    assert prefs.device == "auto" and hasattr(prefs, "python_path")
+    assert {"REGISTER", "UNDO"} <= bpy.types.RECON_OT_fit_mesh_to_points.bl_options
+
+
+def test_operator_poll_explains_what_to_select(empty_scene):
+    import bpy
+
+    select_only()
+    with pytest.raises(RuntimeError, match="Select a point cloud"):
+        bpy.ops.recon.fit_mesh_to_points()
+
+
+# -- the job end to end ----------------------------------------------------------------
+
+
+def test_fit_operator_creates_a_mesh_in_the_clouds_frame(empty_scene, blender):
+    import bpy
+
+    cloud, points = make_cloud()
+    assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}
+    fit = bpy.data.objects["scan_fit"]
+    assert fit.type == "MESH" and bpy.context.view_layer.objects.active == fit
+    verts = vertices_of(fit)
+    assert verts.shape == (2562, 3) and len(fit.data.polygons) == 5120 and np.isfinite(verts).all()
+    assert np.allclose(np.array(fit.matrix_world), np.array(cloud.matrix_world), atol=1e-6)
+    assert fit.users_collection[0] == cloud.users_collection[0]
+    # Close to the cloud in world space: RMS of nearest distances, both ways, < 6 % of the cloud's 4-unit length x 1.5.
+    cloud_world, fit_world = world(cloud, points), world(fit, verts)
+    rms = np.sqrt(0.5 * (nearest_sq(cloud_world, fit_world).mean() + nearest_sq(fit_world, cloud_world).mean()))
+    assert rms < 0.06 * 6.0, rms
+    assert np.array_equal(vertices_of(cloud), points), "the input cloud was modified"
+    assert fit["recon_chamfer"] > 0 and fit["recon_job"].startswith("deform-")
+
+
+def test_point_cloud_object_as_input(empty_scene):
+    import bpy
+
+    cloud, _points = make_cloud(pointcloud=True)
+    assert cloud.type == "POINTCLOUD"
+    assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}
+    assert len(bpy.data.objects["scan_fit"].data.vertices) == 2562
+
+
+def test_selected_mesh_is_the_template(empty_scene):
+    import bpy
+
+    cloud, _ = make_cloud()
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(2.0, -1.0, 0.5))
+    cube = bpy.context.active_object
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.subdivide(number_cuts=3)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    select_only(cloud, cube)  # the cloud active, the template selected
+    assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}
+    fit = bpy.data.objects["scan_fit"]
+    assert len(fit.data.vertices) == len(cube.data.vertices)
+    assert len(fit.data.polygons) == sum(len(p.vertices) - 2 for p in cube.data.polygons)
+
+
+@pytest.mark.data
+def test_ply_file_from_the_panel_setting(empty_scene):
+    import bpy
+
+    path = data_path("pedestrian", "pedestrian.ply")
+    select_only()
+    bpy.context.scene.recon_deform.points_file = str(path)
+    try:
+        assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}
+    finally:
+        bpy.context.scene.recon_deform.points_file = ""
+    fit = bpy.data.objects["pedestrian_fit"]
+    assert np.allclose(np.array(fit.matrix_world), np.eye(4))
+    # In the file's frame: the pedestrian stands around y = 6.3.
+    assert abs(vertices_of(fit)[:, 1].mean() - 6.3) < 0.3
+
+
+def test_api_returns_the_object(empty_scene, blender):
+    cloud, _ = make_cloud()
+    api = ext(blender, "addon.api")
+    obj = api.fit_mesh_to_points(cloud, **FIT)
+    assert obj.name == "scan_fit" and len(obj.data.vertices) == 2562
+    with pytest.raises(TypeError, match="unknown setting"):
+        api.fit_mesh_to_points(cloud, speed=3)
+
+
+# -- bad input and failures: a clear message, the scene as it was -----------------------
+
+
+def test_empty_cloud_is_refused_and_nothing_changes(empty_scene):
+    import bpy
+
+    mesh = bpy.data.meshes.new("nothing")
+    obj = bpy.data.objects.new("nothing", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    select_only(obj)
+    before = scene_state()
+    with pytest.raises(RuntimeError, match="'nothing' has no points"):
+        bpy.ops.recon.fit_mesh_to_points(**FIT)
+    assert scene_state() == before
+
+
+def test_nan_points_are_named_and_nothing_changes(empty_scene, blender):
+    import bpy
+
+    cloud, points = make_cloud()
+    points[5] = np.nan
+    cloud.data.vertices.foreach_set("co", points.ravel())
+    before = scene_state()
+    with pytest.raises(RuntimeError, match="NaN or infinite") as error:
+        bpy.ops.recon.fit_mesh_to_points(**FIT)
+    assert "index 5" in str(error.value) and "log:" in str(error.value)
+    assert scene_state() == before
+    job = manager(blender).latest("deform")
+    assert job.status == "failed" and job.log_path.is_file()
+
+
+def test_missing_backend_interpreter_says_where_to_set_it(empty_scene, blender):
+    import bpy
+
+    make_cloud()
+    mgr = manager(blender)
+    mgr.stop_backend()
+    prefs = bpy.context.preferences.addons[blender].preferences
+    prefs.python_path = "/nonexistent/python3"
+    before = scene_state()
+    try:
+        with pytest.raises(RuntimeError, match=r"'/nonexistent/python3' does not exist.*Preferences"):
+            bpy.ops.recon.fit_mesh_to_points(**FIT)
+    finally:
+        prefs.python_path = ""
+    assert scene_state() == before
+    assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}  # works again once set right
+
+
+def test_cancel_half_way_leaves_the_scene_and_keeps_the_log(empty_scene, blender):
+    import bpy
+
+    cloud, _ = make_cloud()
+    api = ext(blender, "addon.api")
+    before = scene_state()
+    job, finish = api.submit_fit_mesh_to_points(cloud, iterations=1_000_000)
+
+    def cancel_once_running(j):
+        if j.done > 0 and j.stage == "fit" and j.cancel_requested is None:
+            assert bpy.ops.recon.cancel_job(job=j.id) == {"FINISHED"}  # the panel's cancel button
+
+    job.wait(timeout=120, on_progress=cancel_once_running)
+    assert job.status == "cancelled"
+    with pytest.raises(api.ReconJobError, match="cancelled"):
+        finish()
+    assert scene_state() == before
+    assert job.log_path.is_file() and "cancelled" in job.log_path.read_text()
+    assert json.loads((job.dir / "manifest.json").read_text())["status"] == "cancelled"
+
+
+def test_a_killed_backend_fails_the_job_and_the_next_job_works(empty_scene, blender):
+    import bpy
+
+    cloud, _ = make_cloud()
+    api = ext(blender, "addon.api")
+    mgr = manager(blender)
+    before = scene_state()
+    job, finish = api.submit_fit_mesh_to_points(cloud, iterations=1_000_000)
+    job.wait(timeout=120, on_progress=lambda j: j.active and j.done > 0 and os.killpg(mgr.backend.pid, signal.SIGKILL))
+    assert job.status == "failed" and job.error["code"] == "backend_died"
+    with pytest.raises(api.ReconJobError, match="stopped unexpectedly.*Run it again"):
+        finish()
+    assert scene_state() == before
+    assert Path(job.error["log"]).is_file()
+    select_only(cloud)
+    assert bpy.ops.recon.fit_mesh_to_points(**FIT) == {"FINISHED"}
+
+
+def test_disable_and_enable_twice(empty_scene, blender):
+    import addon_utils
+    import bpy
+
+    for _ in range(2):
+        addon_utils.disable(blender, default_set=True)
+        assert not hasattr(bpy.types, "RECON_OT_fit_mesh_to_points")
+        assert not hasattr(bpy.types.Scene, "recon_deform")
+        addon_utils.enable(blender, default_set=True)
+        assert hasattr(bpy.types, "RECON_OT_fit_mesh_to_points")
+    make_cloud()
+    assert bpy.ops.recon.fit_mesh_to_points(iterations=50, samples=1000) == {"FINISHED"}
