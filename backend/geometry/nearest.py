@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Exact nearest-neighbour search for 3-D points on the CPU: a uniform grid, compiled by numba.
 
-The grid is built by a counting sort of the reference points into cubic cells of about
-one point each; a query visits cells in rings of growing Chebyshev radius around its own
-cell and stops once no unvisited cell can hold a closer point. The result is exact (ties
-may pick a different index than a brute-force search). On the pedestrian and tutorial
-loads this is about ten times faster than ``scipy.spatial.cKDTree``.
+The grid is built by a counting sort of the reference points into small cubic cells; a
+query visits cells in rings of growing Chebyshev radius around its own cell and stops once
+no unvisited cell can hold a closer point. Queries that are still open after a few rings
+(far from every point, as early in a fit) go to ``scipy.spatial.cKDTree``. The result is
+exact (ties may pick a different index than a brute-force search). Serial on purpose:
+numba's parallel threads contend with torch's and made a fit step several times slower.
 
 :func:`nearest_neighbors_reference` is the dense PyTorch reference the tests compare with.
 """
@@ -61,12 +62,12 @@ if numba is not None:
             fill[keys[i]] += 1
         return lo, dims, start, order
 
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def _query(queries, points, lo, dims, start, order, cell):
+    @numba.njit(cache=True, nogil=True)
+    def _query(queries, points, lo, dims, start, order, cell, ring_limit):
         n = queries.shape[0]
         out = np.empty(n, np.int64)
         max_ring = max(dims[0], max(dims[1], dims[2]))
-        for qi in numba.prange(n):
+        for qi in range(n):
             qx, qy, qz = queries[qi, 0], queries[qi, 1], queries[qi, 2]
             # Project the query onto the grid's box: for any grid point p,
             # |q - p|^2 >= |q - box(q)|^2 + |box(q) - p|^2, so rings grow around box(q)'s cell.
@@ -88,19 +89,15 @@ if numba is not None:
                 cz = 0 if cz < 0 else dims[2] - 1
             best = np.inf
             best_i = -1
+            resolved = False
             r = 0
-            if off2 > (8.0 * cell) ** 2:
-                # Far outside the grid the ring bound is loose (many rings visited): scan all points.
-                for j in range(points.shape[0]):
-                    d = (points[j, 0] - qx) ** 2 + (points[j, 1] - qy) ** 2 + (points[j, 2] - qz) ** 2
-                    if d < best:
-                        best = d
-                        best_i = j
-                r = max_ring + 1
             while r <= max_ring:
                 # Unvisited points (ring r and beyond) are at least (r - 1) cells from box(q).
                 if best_i >= 0 and r >= 2 and off2 + ((r - 1) * cell) ** 2 > best:
+                    resolved = True
                     break
+                if r > ring_limit:
+                    break  # far from every point: left to the k-d tree (-1)
                 # Only the ring's cells inside the grid: ranges clamped to the grid's bounds.
                 for dx in range(max(-r, -cx), min(r, dims[0] - 1 - cx) + 1):
                     x = cx + dx
@@ -125,27 +122,40 @@ if numba is not None:
                                     best = d
                                     best_i = j
                 r += 1
-            out[qi] = best_i
+            out[qi] = best_i if (resolved or r > max_ring) else -1
         return out
 
 
 class PointGrid:
-    """A nearest-neighbour index over fixed reference points ``[M, 3]`` (build once, query often)."""
+    """A nearest-neighbour index over fixed reference points ``[M, 3]`` (build once, query often).
+
+    Queries near the points (the common case once a fit is under way) are answered by the
+    grid; the rest, which would visit many empty rings, by scipy's k-d tree."""
+
+    CELL_SCALE = 0.5  # cell edge relative to (box volume / points)^(1/3): tuned on surface scans
+    RING_LIMIT = 4  # rings visited before a query is handed to the k-d tree
 
     def __init__(self, reference: np.ndarray) -> None:
         self.points = np.ascontiguousarray(reference, dtype=np.float64)
         extent = np.ptp(self.points, axis=0)
         volume = float(np.prod(np.maximum(extent, extent.max() * 1e-3 + 1e-12)))
-        self.cell = max((volume / len(self.points)) ** (1.0 / 3.0), 1e-12)
-        if numba is not None:
-            self._grid = _build(self.points, self.cell)
-        else:
+        self.cell = max(self.CELL_SCALE * (volume / len(self.points)) ** (1.0 / 3.0), 1e-12)
+        self._tree = None
+        self._grid = _build(self.points, self.cell) if numba is not None else None
+
+    def _kdtree(self):
+        if self._tree is None:
             from scipy.spatial import cKDTree
 
             self._tree = cKDTree(self.points)
+        return self._tree
 
     def query(self, queries: np.ndarray) -> np.ndarray:  # [N, 3] -> [N] int64
         queries = np.ascontiguousarray(queries, dtype=np.float64)
-        if numba is not None:
-            return _query(queries, self.points, *self._grid, self.cell)
-        return self._tree.query(queries, k=1)[1].astype(np.int64)
+        if self._grid is None:
+            return self._kdtree().query(queries, k=1)[1].astype(np.int64)
+        index = _query(queries, self.points, *self._grid, self.cell, self.RING_LIMIT)
+        unresolved = np.flatnonzero(index < 0)
+        if len(unresolved):
+            index[unresolved] = self._kdtree().query(queries[unresolved], k=1)[1]
+        return index
