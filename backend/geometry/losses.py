@@ -27,6 +27,14 @@ from torch import Tensor
 
 from .nearest import PointGrid
 
+
+def gather(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D or 2-D long ``index`` through ``index_select``, whose
+    backward is an ``index_add_``: several times faster on the CPU than advanced indexing,
+    whose backward is an accumulating ``index_put_``."""
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
+
+
 # ---------------------------------------------------------------------------------------
 # Chamfer
 # ---------------------------------------------------------------------------------------
@@ -62,8 +70,8 @@ def chamfer_distance(
     the same from y to x (PyTorch3D's ``chamfer_distance`` with mean reductions)."""
     if len(x) == 0 or len(y) == 0:
         raise ValueError("chamfer_distance needs two non-empty point sets")
-    x_to_y = (x - y[nearest_neighbors(x, y).to(x.device)]).square().sum(-1)
-    y_to_x = (y - x[nearest_neighbors(y, x).to(y.device)]).square().sum(-1)
+    x_to_y = (x - gather(y, nearest_neighbors(x, y).to(x.device))).square().sum(-1)
+    y_to_x = (y - gather(x, nearest_neighbors(y, x).to(y.device))).square().sum(-1)
     return x_to_y.mean() + y_to_x.mean()
 
 
@@ -76,7 +84,7 @@ def face_areas_normals(
     verts: Tensor,  # [V, 3]
     faces: Tensor,  # [F, 3] long
 ) -> tuple[Tensor, Tensor]:  # areas [F], unit normals [F, 3]
-    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    v0, v1, v2 = gather(verts, faces).unbind(1)
     cross = torch.linalg.cross(v1 - v0, v2 - v0)
     norm = cross.norm(dim=1)
     return 0.5 * norm, cross / norm.clamp_min(1e-12)[:, None]
@@ -93,12 +101,14 @@ def sample_points_from_mesh(
     Differentiable with respect to ``verts``; the face choice is not."""
     with torch.no_grad():
         areas, _ = face_areas_normals(verts, faces)
-        face_index = torch.multinomial(areas, num_samples, replacement=True, generator=generator)
-        uv = torch.rand(2, num_samples, 1, dtype=verts.dtype, device=verts.device, generator=generator)
-        su = uv[0].sqrt()
-        w0, w1, w2 = 1.0 - su, su * (1.0 - uv[1]), su * uv[1]
-    tri = faces[face_index]
-    return w0 * verts[tri[:, 0]] + w1 * verts[tri[:, 1]] + w2 * verts[tri[:, 2]]
+        # Faces by area through the inverse CDF (torch.multinomial is ten times slower here).
+        cdf = areas.double().cumsum(0)
+        u = torch.rand(3, num_samples, 1, dtype=verts.dtype, device=verts.device, generator=generator)
+        face_index = torch.searchsorted(cdf, u[2, :, 0].double() * cdf[-1], right=True).clamp_max(len(faces) - 1)
+        su = u[0].sqrt()
+        weights = torch.stack([1.0 - su, su * (1.0 - u[1]), su * u[1]], dim=1)  # [S, 3, 1]
+    corners = gather(verts, faces.index_select(0, face_index))  # [S, 3, 3]
+    return (weights * corners).sum(1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,6 +131,9 @@ class MeshTopology:
     pair_edges: Tensor  # [P, 2] long
     pair_opposite: Tensor  # [P, 2] long
     num_verts: int
+    pair_quads: Tensor  # [P, 4] long: pair_edges and pair_opposite side by side, for one gather
+    directed_src: Tensor  # [2E] long: both directions of every edge ...
+    directed_dst: Tensor  # [2E] long: ... and the neighbour on the other end
 
     @staticmethod
     def from_faces(faces: Tensor | np.ndarray, num_verts: int, device: torch.device | str = "cpu") -> MeshTopology:
@@ -159,13 +172,17 @@ class MeshTopology:
             pair_edges=t(pair_edges),
             pair_opposite=t(pair_opposite),
             num_verts=num_verts,
+            pair_quads=t(np.concatenate([pair_edges, pair_opposite], axis=1)),
+            directed_src=t(np.concatenate([edges[:, 0], edges[:, 1]])),
+            directed_dst=t(np.concatenate([edges[:, 1], edges[:, 0]])),
         )
 
 
 def edge_loss(verts: Tensor, topology: MeshTopology, target_length: float = 0.0) -> Tensor:
     """Mean over edges of ``(length - target_length)^2`` (PyTorch3D ``mesh_edge_loss``)."""
     e = topology.edges
-    length = (verts[e[:, 0]] - verts[e[:, 1]]).norm(dim=1)
+    ends = gather(verts, e)
+    length = (ends[:, 0] - ends[:, 1]).norm(dim=1)
     return (length - target_length).square().mean()
 
 
@@ -174,10 +191,7 @@ def normal_consistency(verts: Tensor, topology: MeshTopology) -> Tensor:
     normals (PyTorch3D ``mesh_normal_consistency``), independent of face winding."""
     if len(topology.pair_edges) == 0:
         return verts.sum() * 0.0
-    v0 = verts[topology.pair_edges[:, 0]]
-    v1 = verts[topology.pair_edges[:, 1]]
-    v2 = verts[topology.pair_opposite[:, 0]]
-    v3 = verts[topology.pair_opposite[:, 1]]
+    v0, v1, v2, v3 = gather(verts, topology.pair_quads).unbind(1)
     edge = v1 - v0
     n0 = torch.linalg.cross(edge, v2 - v0)
     n1 = -torch.linalg.cross(edge, v3 - v0)
@@ -218,9 +232,7 @@ def laplacian_smoothing(verts: Tensor, topology: MeshTopology, method: str = "un
     Isolated vertices contribute zero.
     """
     if method == "uniform":
-        e = topology.edges
-        neighbour_sum = torch.zeros_like(verts)
-        neighbour_sum = neighbour_sum.index_add(0, e[:, 0], verts[e[:, 1]]).index_add(0, e[:, 1], verts[e[:, 0]])
+        neighbour_sum = torch.zeros_like(verts).index_add(0, topology.directed_src, gather(verts, topology.directed_dst))
         degree = topology.degree.to(verts.dtype)
         has = degree > 0
         lv = torch.where(has[:, None], neighbour_sum / degree.clamp_min(1.0)[:, None] - verts, torch.zeros_like(verts))
@@ -245,9 +257,9 @@ def mean_dihedral_angle(verts: Tensor, topology: MeshTopology) -> Tensor:
     measure of (lack of) smoothness used to compare fitted meshes. 0 when no faces touch."""
     if len(topology.pair_edges) == 0:
         return verts.sum() * 0.0
-    v0 = verts[topology.pair_edges[:, 0]]
-    edge = verts[topology.pair_edges[:, 1]] - v0
-    n0 = torch.linalg.cross(edge, verts[topology.pair_opposite[:, 0]] - v0)
-    n1 = -torch.linalg.cross(edge, verts[topology.pair_opposite[:, 1]] - v0)
+    v0, v1, v2, v3 = gather(verts, topology.pair_quads).unbind(1)
+    edge = v1 - v0
+    n0 = torch.linalg.cross(edge, v2 - v0)
+    n1 = -torch.linalg.cross(edge, v3 - v0)
     cos = torch.nn.functional.cosine_similarity(n0, n1, dim=1, eps=1e-12).clamp(-1.0, 1.0)
     return torch.arccos(cos).mean()
