@@ -60,14 +60,27 @@ if numba is not None:
         for i in range(m):
             order[fill[keys[i]]] = i
             fill[keys[i]] += 1
-        return lo, dims, start, order
+        # The points themselves in cell order: a cell's points are read contiguously.
+        sorted_points = np.empty((m, 3))
+        for k in range(m):
+            sorted_points[k, 0] = points[order[k], 0]
+            sorted_points[k, 1] = points[order[k], 1]
+            sorted_points[k, 2] = points[order[k], 2]
+        return lo, dims, start, order, sorted_points
 
     @numba.njit(cache=True, nogil=True)
-    def _query(queries, points, lo, dims, start, order, cell, ring_limit):
+    def _query(queries, lo, dims, start, order, points, cell, ring_limit):
         n = queries.shape[0]
         out = np.empty(n, np.int64)
         max_ring = max(dims[0], max(dims[1], dims[2]))
+        # Visit the queries in cell order too, so that consecutive queries read the same cells.
+        keys = np.empty(n, np.int64)
         for qi in range(n):
+            kx = min(max(int((queries[qi, 0] - lo[0]) / cell), 0), dims[0] - 1)
+            ky = min(max(int((queries[qi, 1] - lo[1]) / cell), 0), dims[1] - 1)
+            kz = min(max(int((queries[qi, 2] - lo[2]) / cell), 0), dims[2] - 1)
+            keys[qi] = (kx * dims[1] + ky) * dims[2] + kz
+        for qi in np.argsort(keys):
             qx, qy, qz = queries[qi, 0], queries[qi, 1], queries[qi, 2]
             # Project the query onto the grid's box: for any grid point p,
             # |q - p|^2 >= |q - box(q)|^2 + |box(q) - p|^2, so rings grow around box(q)'s cell.
@@ -113,16 +126,15 @@ if numba is not None:
                                 continue
                             c = (x * dims[1] + y) * dims[2] + z
                             for k in range(start[c], start[c + 1]):
-                                j = order[k]
-                                ex = points[j, 0] - qx
-                                ey = points[j, 1] - qy
-                                ez = points[j, 2] - qz
+                                ex = points[k, 0] - qx
+                                ey = points[k, 1] - qy
+                                ez = points[k, 2] - qz
                                 d = ex * ex + ey * ey + ez * ez
                                 if d < best:
                                     best = d
-                                    best_i = j
+                                    best_i = k
                 r += 1
-            out[qi] = best_i if (resolved or r > max_ring) else -1
+            out[qi] = order[best_i] if (resolved or r > max_ring) and best_i >= 0 else -1
         return out
 
 
@@ -154,7 +166,7 @@ class PointGrid:
         queries = np.ascontiguousarray(queries, dtype=np.float64)
         if self._grid is None:
             return self._kdtree().query(queries, k=1)[1].astype(np.int64)
-        index = _query(queries, self.points, *self._grid, self.cell, self.RING_LIMIT)
+        index = _query(queries, *self._grid, self.cell, self.RING_LIMIT)
         unresolved = np.flatnonzero(index < 0)
         if len(unresolved):
             index[unresolved] = self._kdtree().query(queries[unresolved], k=1)[1]

@@ -120,5 +120,5 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         "fit_seconds": round(result.seconds, 3),
         "final_losses": result.final_losses,
         "device": str(device),
-        "compute_path": "pytorch",
+        "compute_path": result.compute_path,
     }
