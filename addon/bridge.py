@@ -111,30 +111,25 @@ class Backend:
             except queue.Empty:
                 return events
 
-    def terminate(self) -> None:
-        """SIGTERM to the backend's process group (the job's children too)."""
+    def _signal(self, posix_signal: int, fallback: str) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
         try:
             if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, posix_signal)  # the whole process group: the job's children too
             else:
-                proc.terminate()
+                getattr(proc, fallback)()
         except (ProcessLookupError, PermissionError):
             pass
 
+    def terminate(self) -> None:
+        """SIGTERM to the backend's process group."""
+        self._signal(signal.SIGTERM, "terminate")
+
     def kill(self) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGKILL to the backend's process group."""
+        self._signal(signal.SIGKILL, "kill")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask for shutdown, then SIGTERM, then SIGKILL; waits at most about ``timeout`` seconds."""

@@ -105,7 +105,6 @@ class JobManager:
     def __init__(self) -> None:
         self.backend: Backend | None = None
         self.jobs: dict[str, Job] = {}
-        self.last_error: str = ""
 
     # -- backend --------------------------------------------------------------------
     def ensure_backend(self) -> Backend:
@@ -204,9 +203,7 @@ class JobManager:
             backend.capabilities = event.get("capabilities")
             return
         job = self.jobs.get(event.get("job") or "")
-        if job is None:
-            if type_ == protocol.ERROR:
-                self.last_error = event.get("message", "")
+        if job is None:  # a job from before a restart, or a malformed-request error: nothing to update
             return
         if type_ == protocol.ACCEPTED:
             job.status = "running" if job.status in ("starting", "queued") else job.status
@@ -251,7 +248,6 @@ class JobManager:
         if error:
             job.error = error
             job.message = error.get("message", "")
-            self.last_error = job.error_text()
         elif status == "cancelled":
             job.message = "cancelled"
         elif status == "succeeded":

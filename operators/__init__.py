@@ -9,11 +9,4 @@ from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
 classes = (RECON_OT_fit_mesh_to_points, RECON_OT_cancel_job, RECON_OT_backend_doctor)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -9,11 +9,4 @@ from .jobs import RECON_PT_jobs
 classes = (RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,13 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 import bpy
 
+from .base import SidebarPanel
 
-class RECON_PT_fit_mesh(bpy.types.Panel):
+
+class RECON_PT_fit_mesh(SidebarPanel, bpy.types.Panel):
     bl_idname = "RECON_PT_fit_mesh"
     bl_label = "Fit Mesh to Points"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Recon"
 
     def draw(self, context):
         layout = self.layout
@@ -23,11 +22,8 @@ class RECON_PT_fit_mesh(bpy.types.Panel):
         col.operator("recon.fit_mesh_to_points", icon="MOD_SHRINKWRAP")
 
 
-class RECON_PT_fit_mesh_settings(bpy.types.Panel):
+class RECON_PT_fit_mesh_settings(SidebarPanel, bpy.types.Panel):
     bl_label = "Settings"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Recon"
     bl_parent_id = "RECON_PT_fit_mesh"
     bl_options = {"DEFAULT_CLOSED"}
 

@@ -2,15 +2,13 @@
 import bpy
 
 from ..addon.jobs import manager
+from .base import SidebarPanel
 
 STATUS_ICONS = {"succeeded": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}
 
 
-class RECON_PT_jobs(bpy.types.Panel):
+class RECON_PT_jobs(SidebarPanel, bpy.types.Panel):
     bl_label = "Jobs"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Recon"
 
     def draw(self, context):
         layout = self.layout
