@@ -278,3 +278,17 @@ def test_disable_and_enable_twice(empty_scene, blender):
         assert hasattr(bpy.types, "RECON_OT_fit_mesh_to_points")
     make_cloud()
     assert bpy.ops.recon.fit_mesh_to_points(iterations=50, samples=1000) == {"FINISHED"}
+
+
+def test_loading_a_file_stops_the_backend_and_cancels_its_job(empty_scene, blender, tmp_path):
+    import bpy
+
+    cloud, _ = make_cloud()
+    mgr = manager(blender)
+    saved = tmp_path / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved), copy=True)
+    job, _finish = ext(blender, "addon.api").submit_fit_mesh_to_points(cloud, iterations=1_000_000)
+    job.wait(timeout=120, on_progress=lambda j: j.done > 0 and j.cancel_requested is None and bpy.ops.wm.open_mainfile(filepath=str(saved)))
+    assert job.status == "cancelled"
+    assert mgr.backend is None
+    assert blender in bpy.context.preferences.addons  # still enabled in the new file
