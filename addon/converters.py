@@ -92,3 +92,21 @@ def rollback_on_error():
             except ReferenceError:  # already removed with its owner
                 pass
         raise
+
+
+def apply_intrinsics(camera: bpy.types.Camera, render: bpy.types.RenderSettings, intr) -> None:
+    """Set a camera datablock and the render settings from
+    :class:`~.camera_math.BlenderIntrinsics` (resolution at 100 %)."""
+    camera.type = "PERSP"
+    camera.lens_unit = "MILLIMETERS"
+    camera.lens = intr.lens
+    camera.sensor_width = intr.sensor_width
+    camera.sensor_height = intr.sensor_height
+    camera.sensor_fit = intr.sensor_fit
+    camera.shift_x = intr.shift_x
+    camera.shift_y = intr.shift_y
+    render.resolution_x = intr.resolution_x
+    render.resolution_y = intr.resolution_y
+    render.resolution_percentage = 100
+    render.pixel_aspect_x = intr.pixel_aspect_x
+    render.pixel_aspect_y = intr.pixel_aspect_y

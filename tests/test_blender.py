@@ -292,3 +292,36 @@ def test_loading_a_file_stops_the_backend_and_cancels_its_job(empty_scene, blend
     assert job.status == "cancelled"
     assert mgr.backend is None
     assert blender in bpy.context.preferences.addons  # still enabled in the new file
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_blender_cameras_project_exactly_like_K(empty_scene, blender, case):
+    """A camera set from K and an OpenCV pose projects points where K does, through
+    Blender's own world_to_camera_view (the conversion the SfM import will use)."""
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Matrix, Vector
+
+    from tests.test_camera_math import CASES, random_w2c
+
+    cm = ext(blender, "addon.camera_math")
+    converters = ext(blender, "addon.converters")
+    fx, fy, cx, cy, width, height = CASES[case]
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    rng = np.random.default_rng(case)
+    w2c = random_w2c(rng)
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(camera)
+    converters.apply_intrinsics(camera.data, scene.render, cm.blender_intrinsics_from_K(K, width, height))
+    camera.matrix_world = Matrix(cm.blender_c2w_from_w2c_opencv(w2c).tolist())
+    bpy.context.view_layer.update()
+    # Points in front of the camera, spread over (and beyond) the image.
+    cam_points = np.column_stack([rng.uniform(-1.5, 1.5, 50), rng.uniform(-1.5, 1.5, 50), rng.uniform(2, 9, 50)])
+    world = (cam_points - w2c[:3, 3]) @ w2c[:3, :3]
+    expected = cm.project_opencv(K, w2c, world)
+    ndc = np.array([tuple(world_to_camera_view(scene, camera, Vector(p))) for p in world])  # test-side check only
+    pixels = np.column_stack([ndc[:, 0] * width, (1.0 - ndc[:, 1]) * height])
+    error = np.abs(pixels - expected).max()
+    print(f"max reprojection difference {error:.2e} px")
+    assert error < 2e-3  # pixels; Blender keeps matrix_world in float32
