@@ -49,6 +49,27 @@ def _run_deform(args) -> int:
     return _run_job("deform", config, inputs, args.out)
 
 
+def _add_sfm(sub) -> None:
+    from .jobs import sfm
+
+    parser = sub.add_parser("sfm", help="photos to calibrated cameras and a sparse point cloud", description=sfm.__doc__)
+    parser.add_argument("--images", required=True, help="a folder of photos")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (model/, cameras.npz, points.ply)")
+    config_mod.add_arguments(parser, sfm.Config)
+    parser.set_defaults(run=_run_sfm)
+
+
+def _run_sfm(args) -> int:
+    from .jobs import sfm
+
+    try:
+        config = config_mod.from_args(sfm.Config, args)
+    except ReconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _run_job("sfm", config, sfm.Inputs(images=str(Path(args.images).resolve())), args.out)
+
+
 def _run_job(kind: str, config, inputs, out: Path) -> int:
     from .jobs.runner import run_job
 
@@ -87,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="print capabilities as JSON")
     doctor.set_defaults(run=lambda args: _doctor())
     _add_deform(sub)
+    _add_sfm(sub)
     return parser
 
 

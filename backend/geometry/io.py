@@ -152,3 +152,21 @@ def write_mesh_npz(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndar
     buffer = io.BytesIO()
     np.savez(buffer, vertices=np.asarray(vertices, np.float32), faces=np.asarray(faces, np.int32), **extra)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+_PLY_TYPES = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int", "u4": "uint", "i2": "short", "u2": "ushort"}
+
+
+def write_points_ply(path: str | os.PathLike, **columns: np.ndarray) -> None:
+    """Binary little-endian PLY of one ``vertex`` element whose properties are ``columns``
+    (1-D arrays of equal length, written in the given order and dtype), in bulk."""
+    arrays = {name: np.asarray(values) for name, values in columns.items()}
+    lengths = {len(a) for a in arrays.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"columns of different lengths: { {k: len(a) for k, a in arrays.items()} }")
+    table = np.empty(lengths.pop(), dtype=[(name, "<" + a.dtype.str[1:]) for name, a in arrays.items()])
+    for name, a in arrays.items():
+        table[name] = a
+    props = "".join(f"property {_PLY_TYPES[a.dtype.str[1:]]} {name}\n" for name, a in arrays.items())
+    header = f"ply\nformat binary_little_endian 1.0\ncomment written by Recon\nelement vertex {len(table)}\n{props}end_header\n"
+    write_bytes_atomic(path, header.encode("ascii") + table.tobytes())

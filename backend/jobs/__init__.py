@@ -14,6 +14,7 @@ from ..errors import InputError
 
 KINDS = {
     "deform": "backend.jobs.deform",
+    "sfm": "backend.jobs.sfm",
 }
 
 
