@@ -42,10 +42,7 @@ class RECON_OT_fit_mesh_to_points(BackendJobOperator, bpy.types.Operator):
         for name in deform.SETTING_NAMES:
             if not self.properties.is_property_set(name):
                 setattr(self, name, getattr(scene_settings, name))
-        if not self.properties.is_property_set("filepath") and scene_settings.points_file:
-            if context.active_object is None or context.active_object.type not in {"MESH", "POINTCLOUD"}:
-                self.filepath = scene_settings.points_file
-        return self.start_modal(context)
+        return self.start_modal(context)  # submit() falls back to the panel's points file
 
     def submit(self, context):
         obj = context.active_object

@@ -116,13 +116,14 @@ def run_job(
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
     ctx = JobContext(job_id, job_dir, emit, cancel_event)
-    manifest: dict[str, Any] = {"job": job_id, "kind": kind, "inputs": inputs, "started": time.time()}
+    given_inputs = dataclasses.asdict(inputs) if dataclasses.is_dataclass(inputs) else inputs
+    manifest: dict[str, Any] = {"job": job_id, "kind": kind, "inputs": given_inputs, "started": time.time()}
     started = time.perf_counter()
     try:
         log.info("job %s (%s) starting in %s", job_id, kind, job_dir)
         module = load_kind(kind)
         cfg = config if dataclasses.is_dataclass(config) else config_mod.from_dict(module.Config, config)
-        ins = inputs if dataclasses.is_dataclass(inputs) else _inputs_from_dict(module.Inputs, inputs)
+        ins = inputs if dataclasses.is_dataclass(inputs) else _inputs_from_dict(module.Inputs, given_inputs)
         manifest["config"] = config_mod.to_dict(cfg)
         manifest["inputs"] = dataclasses.asdict(ins)
         protocol.write_json_atomic(job_dir / protocol.CONFIG_FILE, {"kind": kind, **manifest["config"]})

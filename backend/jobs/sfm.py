@@ -53,7 +53,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         is_cancelled=lambda: ctx.cancelled, check_cancelled=ctx.check_cancelled,
     )
     for name in result.skipped:
-        ctx.log("warning", f"skipped {name}: not a photo ({', '.join(sorted({'.jpg', '.png', '.tif'}))}, ...)")
+        ctx.log("warning", f"skipped {name}: not a photo")
     rec = result.reconstruction
     model_dir = ctx.dir / "model"
     model_dir.mkdir(exist_ok=True)
