@@ -144,7 +144,7 @@ class PointGrid:
     Queries near the points (the common case once a fit is under way) are answered by the
     grid; the rest, which would visit many empty rings, by scipy's k-d tree."""
 
-    CELL_SCALE = 0.5  # cell edge relative to (box volume / points)^(1/3): tuned on surface scans
+    CELL_SCALE = 1.0  # cell edge relative to (box volume / points)^(1/3): tuned on the tutorial load
     RING_LIMIT = 4  # rings visited before a query is handed to the k-d tree
 
     def __init__(self, reference: np.ndarray) -> None:
