@@ -325,3 +325,30 @@ def test_blender_cameras_project_exactly_like_K(empty_scene, blender, case):
     error = np.abs(pixels - expected).max()
     print(f"max reprojection difference {error:.2e} px")
     assert error < 2e-3  # pixels; Blender keeps matrix_world in float32
+
+
+def test_point_clouds_are_written_in_bulk_with_their_attributes(empty_scene, blender):
+    import bpy
+
+    converters = ext(blender, "addon.converters")
+    rng = np.random.default_rng(0)
+    n = 20_000
+    xyz = rng.normal(size=(n, 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (n, 3)).astype(np.uint8)
+    error = rng.random(n).astype(np.float32)
+    obj = converters.point_cloud_object("sparse", xyz, empty_scene.collection, rgb, {"error": error}, radius=0.02)
+    assert obj.type == "POINTCLOUD" and len(obj.data.points) == n and obj.name in empty_scene.collection.objects
+    got = np.empty(n * 3, np.float32)
+    obj.data.attributes["position"].data.foreach_get("vector", got)
+    assert np.array_equal(got.reshape(-1, 3), xyz)
+    srgb = np.empty(n * 4, np.float32)
+    obj.data.attributes["color"].data.foreach_get("color_srgb", srgb)
+    assert np.abs(srgb.reshape(-1, 4)[:, :3] * 255.0 - rgb).max() < 0.5
+    values = np.empty(n, np.float32)
+    obj.data.attributes["error"].data.foreach_get("value", values)
+    assert np.array_equal(values, error)
+    assert not [m for m in bpy.data.meshes if m.name.startswith("sparse")], "the temporary mesh was left behind"
+    before = scene_state()
+    with pytest.raises(ValueError, match="has 3 values for 20000 points"):
+        converters.point_cloud_object("bad", xyz, empty_scene.collection, attributes={"error": error[:3]})
+    assert scene_state() == before and "bad" not in bpy.data.pointclouds
