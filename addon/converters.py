@@ -89,14 +89,17 @@ def rollback_on_error():
                     bpy.data.meshes.remove(block)
                 elif isinstance(block, bpy.types.Material):
                     bpy.data.materials.remove(block)
+                elif isinstance(block, bpy.types.Camera):
+                    bpy.data.cameras.remove(block)
             except ReferenceError:  # already removed with its owner
                 pass
         raise
 
 
-def apply_intrinsics(camera: bpy.types.Camera, render: bpy.types.RenderSettings, intr) -> None:
-    """Set a camera datablock and the render settings from
-    :class:`~.camera_math.BlenderIntrinsics` (resolution at 100 %)."""
+def apply_intrinsics(camera: bpy.types.Camera, render: bpy.types.RenderSettings | None, intr) -> None:
+    """Set a camera datablock from :class:`~.camera_math.BlenderIntrinsics`, and the render's
+    resolution (at 100 %) and pixel aspect when ``render`` is given: those are per scene in
+    Blender, so an import sets them from its first camera only."""
     camera.type = "PERSP"
     camera.lens_unit = "MILLIMETERS"
     camera.lens = intr.lens
@@ -105,11 +108,53 @@ def apply_intrinsics(camera: bpy.types.Camera, render: bpy.types.RenderSettings,
     camera.sensor_fit = intr.sensor_fit
     camera.shift_x = intr.shift_x
     camera.shift_y = intr.shift_y
-    render.resolution_x = intr.resolution_x
-    render.resolution_y = intr.resolution_y
-    render.resolution_percentage = 100
-    render.pixel_aspect_x = intr.pixel_aspect_x
-    render.pixel_aspect_y = intr.pixel_aspect_y
+    if render is not None:
+        render.resolution_x = intr.resolution_x
+        render.resolution_y = intr.resolution_y
+        render.resolution_percentage = 100
+        render.pixel_aspect_x = intr.pixel_aspect_x
+        render.pixel_aspect_y = intr.pixel_aspect_y
+
+
+def camera_objects(
+    cameras: dict[str, np.ndarray],  # cameras.npz: names, K [n,3,3], w2c [n,4,4] (OpenCV), width, height
+    collection: bpy.types.Collection,
+    scene: bpy.types.Scene,
+    image_dir: str | None = None,
+) -> list[bpy.types.Object]:
+    """One camera object per row, named after its photo, posed and calibrated exactly, with
+    the photo as its background image when ``image_dir`` holds it. The scene's resolution
+    and pixel aspect come from the first camera (Blender has one of each per scene); each
+    camera keeps its own size as custom properties. A camera whose ``fx / fy`` differs from
+    the first camera's is therefore exact only in x. Nothing is left behind if this raises."""
+    from pathlib import Path
+
+    from mathutils import Matrix
+
+    from . import camera_math
+
+    c2w = camera_math.blender_c2w_from_w2c_opencv(cameras["w2c"])
+    objects = []
+    with rollback_on_error() as created:
+        for row, name in enumerate(cameras["names"]):  # one object per photo: a loop over cameras, not points
+            name = str(name)
+            intr = camera_math.blender_intrinsics_from_K(cameras["K"][row], int(cameras["width"][row]), int(cameras["height"][row]))
+            data = bpy.data.cameras.new(name)
+            created.append(data)
+            apply_intrinsics(data, scene.render if row == 0 else None, intr)
+            obj = bpy.data.objects.new(name, data)
+            created.append(obj)
+            obj.matrix_world = Matrix(c2w[row].tolist())  # rows
+            obj["recon_width"], obj["recon_height"] = intr.resolution_x, intr.resolution_y
+            photo = Path(image_dir, name) if image_dir else None
+            if photo is not None and photo.is_file():
+                image = bpy.data.images.load(str(photo), check_existing=True)
+                data.show_background_images = True
+                background = data.background_images.new()
+                background.image = image
+            collection.objects.link(obj)
+            objects.append(obj)
+    return objects
 
 
 def point_cloud_object(
@@ -152,7 +197,9 @@ def point_cloud_object(
         obj = bpy.data.objects.new(name, mesh)
         created.append(obj)
         collection.objects.link(obj)
-        with bpy.context.temp_override(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj]):
+        with bpy.context.temp_override(
+            active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj]
+        ):
             result = bpy.ops.object.convert(target="POINTCLOUD")
         if result != {"FINISHED"} or obj.type != "POINTCLOUD":
             raise RuntimeError(f"could not turn '{name}' into a point cloud ({result})")

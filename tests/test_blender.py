@@ -352,3 +352,45 @@ def test_point_clouds_are_written_in_bulk_with_their_attributes(empty_scene, ble
     with pytest.raises(ValueError, match="has 3 values for 20000 points"):
         converters.point_cloud_object("bad", xyz, empty_scene.collection, attributes={"error": error[:3]})
     assert scene_state() == before and "bad" not in bpy.data.pointclouds
+
+
+def test_cameras_from_arrays_read_back_exactly(empty_scene, blender, tmp_path):
+    """cameras.npz rows become camera objects whose Blender settings give back the same K
+    and pose; the photo is the camera's background; the scene takes the first resolution."""
+    import bpy
+
+    from tests.test_camera_math import CASES, random_w2c
+    from tests.test_sfm import write_png
+
+    cm = ext(blender, "addon.camera_math")
+    converters = ext(blender, "addon.converters")
+    rng = np.random.default_rng(7)
+    rows = [CASES[1], CASES[1], CASES[2]]  # two photos of one size, one portrait (square pixels: aspect is per scene)
+    names = ["a.png", "b.png", "c.png"]
+    for name, (*_, width, height) in zip(names, rows, strict=True):
+        write_png(tmp_path / name, rng.integers(0, 255, (height // 8, width // 8, 3)))
+    cameras = {
+        "names": np.array(names),
+        "K": np.array([[[fx, 0, cx], [0, fy, cy], [0, 0, 1]] for fx, fy, cx, cy, _, _ in rows]),
+        "w2c": np.stack([random_w2c(rng) for _ in rows]),
+        "width": np.array([r[4] for r in rows]),
+        "height": np.array([r[5] for r in rows]),
+    }
+    objects = converters.camera_objects(cameras, empty_scene.collection, empty_scene, str(tmp_path))
+    assert [o.name for o in objects] == names
+    render = empty_scene.render
+    assert (render.resolution_x, render.resolution_y) == (rows[0][4], rows[0][5])
+    for obj, K, w2c in zip(objects, cameras["K"], cameras["w2c"], strict=True):
+        data = obj.data
+        intr = cm.BlenderIntrinsics(data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, data.shift_x,
+                                    data.shift_y, obj["recon_width"], obj["recon_height"],
+                                    render.pixel_aspect_x, render.pixel_aspect_y)
+        np.testing.assert_allclose(cm.K_from_blender_intrinsics(intr), K, rtol=1e-5)
+        np.testing.assert_allclose(cm.w2c_opencv_from_blender_c2w(np.array(obj.matrix_world)), w2c, atol=1e-5)
+        assert data.show_background_images and data.background_images[0].image.filepath.endswith(obj.name)
+    before, cameras_before = scene_state(), len(bpy.data.cameras)
+    broken = {**cameras, "K": cameras["K"].copy()}
+    broken["K"][2, 0, 1] = 50.0  # skew: Blender cannot represent it
+    with pytest.raises(ValueError, match="skew"):
+        converters.camera_objects(broken, empty_scene.collection, empty_scene)
+    assert scene_state() == before and len(bpy.data.cameras) == cameras_before
