@@ -73,24 +73,38 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, triangles: np.ndarray) -> 
     return mesh
 
 
+_REMOVERS = (
+    (bpy.types.Object, "objects"),
+    (bpy.types.Mesh, "meshes"),
+    (bpy.types.PointCloud, "pointclouds"),
+    (bpy.types.Camera, "cameras"),
+    (bpy.types.Material, "materials"),
+    (bpy.types.Collection, "collections"),
+)
+
+
+def _remove(block) -> None:
+    for kind, collection_name in _REMOVERS:
+        if isinstance(block, kind):
+            getattr(bpy.data, collection_name).remove(block)
+            return
+
+
 @contextmanager
 def rollback_on_error():
     """Collects the datablocks created inside the block and removes them if it raises, so a
-    failed import leaves the scene as it was. Yields a list to append new IDs to."""
+    failed import leaves the scene as it was. Yields a list to append new IDs to; an
+    object's data goes with it when nothing else uses it."""
     created: list = []
     try:
         yield created
     except BaseException:
         for block in reversed(created):
             try:
-                if isinstance(block, bpy.types.Object):
-                    bpy.data.objects.remove(block)
-                elif isinstance(block, bpy.types.Mesh):
-                    bpy.data.meshes.remove(block)
-                elif isinstance(block, bpy.types.Material):
-                    bpy.data.materials.remove(block)
-                elif isinstance(block, bpy.types.Camera):
-                    bpy.data.cameras.remove(block)
+                data = block.data if isinstance(block, bpy.types.Object) else None
+                _remove(block)
+                if data is not None and data.users == 0:
+                    _remove(data)
             except ReferenceError:  # already removed with its owner
                 pass
         raise

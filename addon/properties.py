@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import deform
+from . import deform, sfm
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -17,11 +17,20 @@ class RECON_PG_deform_settings(bpy.types.PropertyGroup):
     __annotations__.update(deform.settings_properties())  # noqa: F821 - the class body's annotations
 
 
+class RECON_PG_sfm_settings(bpy.types.PropertyGroup):
+    directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
+    __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
+
+
 def register():
     bpy.utils.register_class(RECON_PG_deform_settings)
+    bpy.utils.register_class(RECON_PG_sfm_settings)
     bpy.types.Scene.recon_deform = PointerProperty(type=RECON_PG_deform_settings)
+    bpy.types.Scene.recon_sfm = PointerProperty(type=RECON_PG_sfm_settings)
 
 
 def unregister():
+    del bpy.types.Scene.recon_sfm
     del bpy.types.Scene.recon_deform
+    bpy.utils.unregister_class(RECON_PG_sfm_settings)
     bpy.utils.unregister_class(RECON_PG_deform_settings)

@@ -5,8 +5,9 @@ import bpy
 
 from .deform import RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings
 from .jobs import RECON_PT_jobs
+from .sfm import RECON_PT_sfm
 
-classes = (RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
+classes = (RECON_PT_sfm, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
 
 
 register, unregister = bpy.utils.register_classes_factory(classes)

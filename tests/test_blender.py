@@ -394,3 +394,45 @@ def test_cameras_from_arrays_read_back_exactly(empty_scene, blender, tmp_path):
     with pytest.raises(ValueError, match="skew"):
         converters.camera_objects(broken, empty_scene.collection, empty_scene)
     assert scene_state() == before and len(bpy.data.cameras) == cameras_before
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_run_sfm_makes_calibrated_cameras_and_coloured_points(empty_scene, blender):
+    import bpy
+
+    pytest.importorskip("pycolmap")
+    folder = data_path("templering")
+    cm = ext(blender, "addon.camera_math")
+    assert bpy.ops.recon.run_sfm(directory=str(folder)) == {"FINISHED"}
+    job = manager(blender).latest("sfm")
+    collection = bpy.data.collections[f"Recon {folder.name}"]
+    cameras = sorted((o for o in collection.objects if o.type == "CAMERA"), key=lambda o: o.name)
+    assert len(cameras) == 47 == job.summary["registered"]
+    assert (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (640, 480)
+    solved = np.load(job.artifact("cameras"))
+    for obj, name, K, w2c in zip(cameras, solved["names"], solved["K"], solved["w2c"], strict=True):
+        assert obj.name == name and obj.data.background_images[0].image is not None
+        data = obj.data
+        intr = cm.BlenderIntrinsics(data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, data.shift_x,
+                                    data.shift_y, 640, 480, empty_scene.render.pixel_aspect_x, empty_scene.render.pixel_aspect_y)
+        np.testing.assert_allclose(cm.K_from_blender_intrinsics(intr), K, rtol=1e-5)
+        np.testing.assert_allclose(cm.w2c_opencv_from_blender_c2w(np.array(obj.matrix_world)), w2c, atol=1e-4)
+    points = next(o for o in collection.objects if o.type == "POINTCLOUD")
+    assert len(points.data.points) == job.summary["points"] > 1000
+    assert {"color", "error", "track_length", "radius"} <= set(points.data.attributes.keys())
+
+
+def test_run_sfm_bad_folders_are_named_and_change_nothing(empty_scene, blender, tmp_path):
+    import bpy
+
+    pytest.importorskip("pycolmap")
+    from tests.test_sfm import write_png
+
+    before = scene_state()
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.recon.run_sfm(directory=str(tmp_path / "nowhere"))
+    write_png(tmp_path / "one.png", np.zeros((32, 32, 3)))
+    with pytest.raises(RuntimeError, match=r"holds 1 photo\(s\).*at least 2"):
+        bpy.ops.recon.run_sfm(directory=str(tmp_path))
+    assert scene_state() == before and not [c for c in bpy.data.collections if c.name.startswith("Recon")]

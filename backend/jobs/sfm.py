@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Job ``sfm``: photos to calibrated cameras and a sparse point cloud (pycolmap).
 
-Writes ``model/`` (COLMAP binary), ``cameras.npz`` and ``points.ply`` (see
-``backend/sfm/pipeline.py`` for their layout), and reports registered and unregistered
+Writes ``model/`` (COLMAP binary), ``cameras.npz``, ``points.ply`` and ``points.npz``
+(the same points as arrays ``xyz``, ``rgb``, ``track_length``, ``error``, which Blender
+reads; see ``backend/sfm/pipeline.py`` for the layouts), and reports registered and unregistered
 photos, the mean reprojection error and per-stage seconds in the summary."""
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         track_length=points["track_length"], error=points["error"].astype(np.float32),
     )
     ctx.artifact("points", ctx.dir / "points.ply", "ply")
+    buffer = io.BytesIO()
+    np.savez(buffer, **points)
+    write_bytes_atomic(ctx.dir / "points.npz", buffer.getvalue())
+    ctx.artifact("points_arrays", ctx.dir / "points.npz", "npz")
     if result.unregistered:
         ctx.log("warning", f"{len(result.unregistered)} photo(s) not registered: {', '.join(result.unregistered)}")
     return {

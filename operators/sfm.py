@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+import bpy
+from bpy.props import StringProperty
+
+from ..addon import sfm
+from ..addon.jobs import manager
+from .modal import BackendJobOperator
+
+
+class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
+    """Solve the cameras of a folder of photos (Structure-from-Motion): one calibrated camera
+    per photo, with the photo as its background, and the scene's points in colour"""
+
+    bl_idname = "recon.run_sfm"
+    bl_label = "Solve Cameras"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
+    __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
+
+    @classmethod
+    def poll(cls, context):
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode first")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        scene_settings = context.scene.recon_sfm
+        for name in ("directory", *sfm.SETTING_NAMES):
+            if not self.properties.is_property_set(name):
+                setattr(self, name, getattr(scene_settings, name))
+        return self.start_modal(context)
+
+    def submit(self, context):
+        config = {name: getattr(self, name) for name in sfm.SETTING_NAMES}
+        return manager().submit(sfm.prepare(self.directory, config))
+
+    def finish(self, context, job):
+        collection = sfm.import_result(job, context.scene)
+        summary = job.summary
+        message = f"Solved {summary['registered']} of {summary['photos']} photos into '{collection.name}'"
+        if summary.get("unregistered"):
+            names = ", ".join(summary["unregistered"][:8])
+            more = f" and {len(summary['unregistered']) - 8} more" if len(summary["unregistered"]) > 8 else ""
+            self.report({"WARNING"}, f"{message}; not registered: {names}{more}")
+        else:
+            self.report({"INFO"}, f"{message}, mean reprojection error {summary['mean_reprojection_error_px']:.2f} px")

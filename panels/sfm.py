@@ -1,0 +1,20 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+import bpy
+
+from .base import SidebarPanel
+
+
+class RECON_PT_sfm(SidebarPanel, bpy.types.Panel):
+    bl_idname = "RECON_PT_sfm"
+    bl_label = "Solve Cameras"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.recon_sfm
+        layout.prop(settings, "directory")
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        for name in ("camera_model", "shared_camera", "matcher", "max_image_size", "refine_principal_point"):
+            col.prop(settings, name)
+        layout.operator("recon.run_sfm", icon="CAMERA_DATA")
