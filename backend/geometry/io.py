@@ -148,11 +148,15 @@ def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndar
     write_bytes_atomic(path, header.encode("ascii") + vertices.astype("<f4").tobytes() + face.tobytes())
 
 
-def write_mesh_npz(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, **extra: np.ndarray) -> None:
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Arrays into an ``.npz``, written to a temporary name and renamed into place."""
     buffer = io.BytesIO()
-    np.savez(buffer, vertices=np.asarray(vertices, np.float32), faces=np.asarray(faces, np.int32), **extra)
+    np.savez(buffer, **arrays)
     write_bytes_atomic(path, buffer.getvalue())
 
+
+def write_mesh_npz(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, **extra: np.ndarray) -> None:
+    write_npz(path, vertices=np.asarray(vertices, np.float32), faces=np.asarray(faces, np.int32), **extra)
 
 _PLY_TYPES = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int", "u4": "uint", "i2": "short", "u2": "ushort"}
 

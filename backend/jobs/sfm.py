@@ -8,7 +8,6 @@ photos, the mean reprojection error and per-stage seconds in the summary."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import numpy as np
 
 from ..config import option
 from ..errors import InputError
-from ..protocol import write_bytes_atomic
 from .runner import JobContext
 
 KIND = "sfm"
@@ -42,7 +40,7 @@ class Inputs:
 
 
 def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
-    from ..geometry.io import write_points_ply
+    from ..geometry.io import write_npz, write_points_ply
     from ..sfm.pipeline import SfmSettings, cameras_arrays, points_arrays, reconstruct
 
     if not inputs.images:
@@ -61,9 +59,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     rec.write_binary(str(model_dir))
     ctx.artifact("model", model_dir, "colmap")
     cameras = cameras_arrays(rec)
-    buffer = io.BytesIO()
-    np.savez(buffer, **cameras)
-    write_bytes_atomic(ctx.dir / "cameras.npz", buffer.getvalue())
+    write_npz(ctx.dir / "cameras.npz", **cameras)
     ctx.artifact("cameras", ctx.dir / "cameras.npz", "npz")
     points = points_arrays(rec)
     write_points_ply(
@@ -74,9 +70,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         track_length=points["track_length"], error=points["error"].astype(np.float32),
     )
     ctx.artifact("points", ctx.dir / "points.ply", "ply")
-    buffer = io.BytesIO()
-    np.savez(buffer, **points)
-    write_bytes_atomic(ctx.dir / "points.npz", buffer.getvalue())
+    write_npz(ctx.dir / "points.npz", **points)
     ctx.artifact("points_arrays", ctx.dir / "points.npz", "npz")
     if result.unregistered:
         ctx.log("warning", f"{len(result.unregistered)} photo(s) not registered: {', '.join(result.unregistered)}")
