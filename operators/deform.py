@@ -37,11 +37,7 @@ class RECON_OT_fit_mesh_to_points(BackendJobOperator, bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
-        # From the panel: take the scene's settings for everything the caller did not set.
-        scene_settings = context.scene.recon_deform
-        for name in deform.SETTING_NAMES:
-            if not self.properties.is_property_set(name):
-                setattr(self, name, getattr(scene_settings, name))
+        self.take_scene_settings(context.scene.recon_deform, deform.SETTING_NAMES)
         return self.start_modal(context)  # submit() falls back to the panel's points file
 
     def submit(self, context):

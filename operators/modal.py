@@ -40,6 +40,12 @@ class BackendJobOperator:
         return self._conclude(context, job)
 
     # -- interactive ----------------------------------------------------------------
+    def take_scene_settings(self, scene_settings, names) -> None:
+        """From the panel: the scene's settings for every property the caller did not set."""
+        for name in names:
+            if not self.properties.is_property_set(name):
+                setattr(self, name, getattr(scene_settings, name))
+
     def start_modal(self, context):
         try:
             self._job = self.submit(context)

@@ -26,10 +26,7 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
-        scene_settings = context.scene.recon_sfm
-        for name in ("directory", *sfm.SETTING_NAMES):
-            if not self.properties.is_property_set(name):
-                setattr(self, name, getattr(scene_settings, name))
+        self.take_scene_settings(context.scene.recon_sfm, ("directory", *sfm.SETTING_NAMES))
         return self.start_modal(context)
 
     def submit(self, context):
