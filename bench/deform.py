@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -43,7 +42,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from backend.deform.fit import FitSettings, fit_mesh_to_points, icosphere, normalization, surface_chamfer  # noqa: E402
+from backend.deform.fit import (  # noqa: E402
+    FitSettings,
+    fit_mesh_to_points,
+    icosphere,
+    mean_dihedral_degrees,
+    mean_surface_chamfer,
+    normalization,
+)
 from backend.geometry import losses  # noqa: E402
 from backend.geometry.io import read_mesh, read_points  # noqa: E402
 
@@ -61,17 +67,6 @@ CHAMFER_SEEDS = (0, 1, 2, 3, 4)
 # ---------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------
-
-
-def dihedral_degrees(vertices: np.ndarray, faces: np.ndarray) -> float:
-    topology = losses.MeshTopology.from_faces(faces, len(vertices))
-    with torch.no_grad():
-        angle = losses.mean_dihedral_angle(torch.as_tensor(vertices, dtype=torch.float32), topology)
-    return math.degrees(float(angle))
-
-
-def mean_surface_chamfer(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> float:
-    return float(np.mean([surface_chamfer(vertices, faces, points, 10000, seed) for seed in CHAMFER_SEEDS]))
 
 
 def procedural_mesh() -> tuple[np.ndarray, np.ndarray]:
@@ -266,8 +261,8 @@ def bench_pedestrian(iterations: int) -> dict | None:
         "fit_seconds": result.seconds,
         "wall_seconds": wall,
         "compute_path": getattr(result, "compute_path", "unknown"),
-        "surface_chamfer": mean_surface_chamfer(result.vertices, result.faces, points),
-        "mean_dihedral_deg": dihedral_degrees(result.vertices, result.faces),
+        "surface_chamfer": mean_surface_chamfer(result.vertices, result.faces, points, CHAMFER_SEEDS),
+        "mean_dihedral_deg": mean_dihedral_degrees(result.vertices, result.faces),
         "final_losses": result.final_losses,
     }
     out = {
@@ -283,8 +278,8 @@ def bench_pedestrian(iterations: int) -> dict | None:
         rv, rf = read_mesh(reference)
         ref = {
             "mesh": str(reference),
-            "surface_chamfer": mean_surface_chamfer(rv, rf, points),
-            "mean_dihedral_deg": dihedral_degrees(rv, rf),
+            "surface_chamfer": mean_surface_chamfer(rv, rf, points, CHAMFER_SEEDS),
+            "mean_dihedral_deg": mean_dihedral_degrees(rv, rf),
         }
         out["book_reference"] = ref
         out["at_least_as_close"] = bool(ours["surface_chamfer"] <= ref["surface_chamfer"])
@@ -315,7 +310,7 @@ def bench_tutorial(target: np.ndarray, source: str, iterations: int) -> dict:
         "ms_per_iteration": ms,
         "projected_seconds_2000": projected,
         "final_losses": result.final_losses,
-        "surface_chamfer": mean_surface_chamfer(result.vertices, result.faces, target),
+        "surface_chamfer": mean_surface_chamfer(result.vertices, result.faces, target, CHAMFER_SEEDS),
     }
 
 

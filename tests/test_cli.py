@@ -7,10 +7,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from backend.deform.fit import surface_chamfer
-from backend.geometry import losses
+from backend.deform.fit import mean_dihedral_degrees, mean_surface_chamfer, surface_chamfer
 from backend.geometry.io import read_mesh, read_points, write_mesh_ply
 from tests.conftest import data_path, run_backend
 
@@ -21,15 +19,6 @@ def test_doctor_prints_capabilities():
     caps = json.loads(proc.stdout)
     assert caps["torch"]["available"] and caps["python"].startswith("3.11")
     assert "pycolmap" in caps["packages"] and "cuda" in caps
-
-
-def smoothness_deg(vertices, faces) -> float:
-    topology = losses.MeshTopology.from_faces(faces, len(vertices))
-    return float(np.degrees(losses.mean_dihedral_angle(torch.as_tensor(vertices), topology)))
-
-
-def mean_surface_chamfer(vertices, faces, points) -> float:
-    return float(np.mean([surface_chamfer(vertices, faces, points, 10_000, seed) for seed in range(5)]))
 
 
 @pytest.mark.data
@@ -46,10 +35,10 @@ def test_deform_pedestrian_matches_the_book(tmp_path):
     assert np.isfinite(vertices).all()
     points = read_points(cloud)
     ours, book = mean_surface_chamfer(vertices, faces, points), mean_surface_chamfer(book_vertices, book_faces, points)
-    print(f"chamfer ours {ours:.6f} book {book:.6f}; dihedral ours {smoothness_deg(vertices, faces):.2f} "
-          f"book {smoothness_deg(book_vertices, book_faces):.2f} deg")
+    print(f"chamfer ours {ours:.6f} book {book:.6f}; dihedral ours {mean_dihedral_degrees(vertices, faces):.2f} "
+          f"book {mean_dihedral_degrees(book_vertices, book_faces):.2f} deg")
     assert ours <= book, "the fit is farther from the cloud than the book's result"
-    assert smoothness_deg(vertices, faces) <= smoothness_deg(book_vertices, book_faces), "the fit is rougher than the book's"
+    assert mean_dihedral_degrees(vertices, faces) <= mean_dihedral_degrees(book_vertices, book_faces), "the fit is rougher than the book's"
     # In the cloud's own frame (not the normalised one).
     assert np.allclose(vertices.mean(0), points.mean(0), atol=0.1)
     assert abs(manifest["summary"]["chamfer"] - surface_chamfer(vertices, faces, points, 10_000, 0)) < 1e-6

@@ -166,3 +166,23 @@ def surface_chamfer(
         g = torch.Generator().manual_seed(seed)
         samples = losses.sample_points_from_mesh(v, f, num_samples, g)
         return float(losses.chamfer_distance(torch.as_tensor(points, dtype=torch.float32), samples))
+
+
+def mean_surface_chamfer(
+    vertices: np.ndarray,  # [V, 3]
+    faces: np.ndarray,  # [F, 3]
+    points: np.ndarray,  # [N, 3]
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+) -> float:
+    """:func:`surface_chamfer` on 10,000 samples, averaged over ``seeds``: the closeness
+    measure the tests and the benchmark compare fits with."""
+    return float(np.mean([surface_chamfer(vertices, faces, points, 10_000, seed) for seed in seeds]))
+
+
+def mean_dihedral_degrees(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Mean angle between adjacent faces' normals in degrees: the smoothness measure
+    (lower is smoother) the tests and the benchmark compare fits with."""
+    topology = losses.MeshTopology.from_faces(faces, len(vertices))
+    with torch.no_grad():
+        angle = losses.mean_dihedral_angle(torch.as_tensor(vertices, dtype=torch.float32), topology)
+    return float(np.degrees(float(angle)))
