@@ -80,6 +80,7 @@ _REMOVERS = (
     (bpy.types.Camera, "cameras"),
     (bpy.types.Material, "materials"),
     (bpy.types.Collection, "collections"),
+    (bpy.types.Image, "images"),
 )
 
 
@@ -162,7 +163,10 @@ def camera_objects(
             obj["recon_width"], obj["recon_height"] = intr.resolution_x, intr.resolution_y
             photo = Path(image_dir, name) if image_dir else None
             if photo is not None and photo.is_file():
+                known = set(bpy.data.images.keys())
                 image = bpy.data.images.load(str(photo), check_existing=True)
+                if image.name not in known:  # loaded here: goes again if the import fails
+                    created.append(image)
                 data.show_background_images = True
                 background = data.background_images.new()
                 background.image = image

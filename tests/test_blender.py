@@ -394,6 +394,13 @@ def test_cameras_from_arrays_read_back_exactly(empty_scene, blender, tmp_path):
     with pytest.raises(ValueError, match="skew"):
         converters.camera_objects(broken, empty_scene.collection, empty_scene)
     assert scene_state() == before and len(bpy.data.cameras) == cameras_before
+    # With photos not yet loaded: the images loaded before the failure go too.
+    for image in [i for i in bpy.data.images if i.name in names]:
+        bpy.data.images.remove(image)
+    images_before = len(bpy.data.images)
+    with pytest.raises(ValueError, match="skew"):
+        converters.camera_objects(broken, empty_scene.collection, empty_scene, str(tmp_path))
+    assert len(bpy.data.images) == images_before and len(bpy.data.cameras) == cameras_before
 
 
 @pytest.mark.data
