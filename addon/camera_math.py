@@ -111,3 +111,97 @@ def project_opencv(K: np.ndarray, w2c: np.ndarray, points_world: np.ndarray) -> 
     cam = points_world @ np.asarray(w2c)[:3, :3].T + np.asarray(w2c)[:3, 3]
     uvw = cam @ np.asarray(K).T
     return uvw[:, :2] / uvw[:, 2:3]
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3x3) taking unit vector ``a`` onto unit vector ``b``."""
+    a = np.asarray(a, float) / np.linalg.norm(a)
+    b = np.asarray(b, float) / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1.0 + 1e-12:  # opposite: half a turn about any axis perpendicular to a
+        axis = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        axis /= np.linalg.norm(axis)
+        return 2.0 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+
+def alignment(c2w: np.ndarray, points: np.ndarray, known_distance: float = 0.0, ground_percentile: float = 1.0) -> np.ndarray:
+    """A similarity (4x4, ``s R | t``) that makes a reconstruction sit upright in Blender:
+
+    - up: the cameras' average up direction (Blender camera +Y) becomes world +Z;
+    - ground: the lowest points (the ``ground_percentile`` of their heights, robust to stray
+      points) at z = 0, and the points' median at x = y = 0;
+    - scale: when ``known_distance`` > 0, the first two cameras end up that far apart.
+
+    ``c2w`` are Blender camera-to-world matrices ``[n, 4, 4]``, ``points`` ``[m, 3]`` (may be
+    empty: the cameras' centres stand in for them)."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    up = c2w[:, :3, 1].sum(axis=0)
+    R = rotation_between(up, [0.0, 0.0, 1.0]) if np.linalg.norm(up) > 1e-9 else np.eye(3)
+    s = 1.0
+    if known_distance > 0.0 and len(c2w) >= 2:
+        baseline = np.linalg.norm(c2w[0, :3, 3] - c2w[1, :3, 3])
+        if baseline > 0.0:
+            s = known_distance / baseline
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    anchor = points if len(points) else c2w[:, :3, 3]
+    moved = s * anchor @ R.T
+    t = np.array([-np.median(moved[:, 0]), -np.median(moved[:, 1]), -np.percentile(moved[:, 2], ground_percentile)])
+    S = np.eye(4)
+    S[:3, :3] = s * R
+    S[:3, 3] = t
+    return S
+
+
+def apply_similarity_to_cameras(S: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world matrices moved by the similarity ``S``, kept free of scale (a camera's
+    view does not change size; only its position scales)."""
+    S = np.asarray(S, dtype=np.float64)
+    s = np.cbrt(np.linalg.det(S[:3, :3]))
+    out = np.array(c2w, dtype=np.float64, copy=True)
+    out[..., :3, :3] = (S[:3, :3] / s) @ out[..., :3, :3]
+    out[..., :3, 3] = out[..., :3, 3] @ S[:3, :3].T + S[:3, 3]
+    return out
+
+
+def quaternion_wxyz_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Unit quaternions ``[..., 4]`` (w, x, y, z, w >= 0) of rotation matrices ``[..., 3, 3]``
+    (Shepperd's method, choosing the best-conditioned branch per matrix)."""
+    R = np.asarray(R, dtype=np.float64)
+    m = R.reshape(-1, 3, 3)
+    trace = np.trace(m, axis1=1, axis2=2)
+    diag = np.stack([trace, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
+    branch = np.argmax(diag, axis=1)
+    q = np.empty((len(m), 4))
+    for b in range(4):  # four vectorised branches, not a loop over matrices
+        sel = branch == b
+        r = m[sel]
+        if b == 0:
+            s = 2.0 * np.sqrt(1.0 + trace[sel])
+            q[sel] = np.stack([s / 4, (r[:, 2, 1] - r[:, 1, 2]) / s, (r[:, 0, 2] - r[:, 2, 0]) / s, (r[:, 1, 0] - r[:, 0, 1]) / s], 1)
+        else:
+            i, j, k = (b - 1), b % 3, (b + 1) % 3
+            s = 2.0 * np.sqrt(1.0 + r[:, i, i] - r[:, j, j] - r[:, k, k])
+            out = np.empty((len(r), 4))
+            out[:, 0] = (r[:, k, j] - r[:, j, k]) / s
+            out[:, 1 + i] = s / 4
+            out[:, 1 + j] = (r[:, j, i] + r[:, i, j]) / s
+            out[:, 1 + k] = (r[:, k, i] + r[:, i, k]) / s
+            q[sel] = out
+    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
+    return q.reshape(*R.shape[:-2], 4)
+
+
+def K_from_colmap_params(model: str, params) -> np.ndarray | None:
+    """The pinhole part ``K`` of a COLMAP camera model's parameters (None for a model this
+    does not know)."""
+    p = [float(v) for v in params]
+    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE"):
+        fx = fy = p[0]
+        cx, cy = p[1], p[2]
+    elif model in ("PINHOLE", "OPENCV", "OPENCV_FISHEYE", "FULL_OPENCV", "FOV", "THIN_PRISM_FISHEYE"):
+        fx, fy, cx, cy = p[:4]
+    else:
+        return None
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])

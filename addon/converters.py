@@ -131,17 +131,26 @@ def apply_intrinsics(camera: bpy.types.Camera, render: bpy.types.RenderSettings 
         render.pixel_aspect_y = intr.pixel_aspect_y
 
 
+def _exact_params(cameras: dict[str, np.ndarray], row: int) -> tuple[str, list[float]] | None:
+    if "model" not in cameras or "params" not in cameras:
+        return None
+    params = np.asarray(cameras["params"][row], dtype=np.float64)
+    return str(cameras["model"][row]), [float(v) for v in params[~np.isnan(params)]]
+
+
 def camera_objects(
-    cameras: dict[str, np.ndarray],  # cameras.npz: names, K [n,3,3], w2c [n,4,4] (OpenCV), width, height
+    cameras: dict[str, np.ndarray],  # cameras.npz: names, K [n,3,3], w2c [n,4,4] (OpenCV), width, height, paths?
     collection: bpy.types.Collection,
     scene: bpy.types.Scene,
     image_dir: str | None = None,
 ) -> list[bpy.types.Object]:
     """One camera object per row, named after its photo, posed and calibrated exactly, with
-    the photo as its background image when ``image_dir`` holds it. The scene's resolution
-    and pixel aspect come from the first camera (Blender has one of each per scene); each
-    camera keeps its own size as custom properties. A camera whose ``fx / fy`` differs from
-    the first camera's is therefore exact only in x. Nothing is left behind if this raises."""
+    the photo (``paths[row]``, else ``image_dir/name``) as its background image. The scene's
+    resolution and pixel aspect come from the first camera (Blender has one of each per
+    scene); each camera keeps its own size as custom properties, and its exact lens model
+    and parameters (``recon_model``, ``recon_params``, in double precision, with the
+    distortion Blender cannot show) on its camera data. A camera whose ``fx / fy`` differs
+    from the first camera's is therefore exact only in x. Nothing is left behind if this raises."""
     from pathlib import Path
 
     from mathutils import Matrix
@@ -149,6 +158,7 @@ def camera_objects(
     from . import camera_math
 
     c2w = camera_math.blender_c2w_from_w2c_opencv(cameras["w2c"])
+    paths = cameras.get("paths")
     objects = []
     with rollback_on_error() as created:
         for row, name in enumerate(cameras["names"]):  # one object per photo: a loop over cameras, not points
@@ -157,22 +167,116 @@ def camera_objects(
             data = bpy.data.cameras.new(name)
             created.append(data)
             apply_intrinsics(data, scene.render if row == 0 else None, intr)
+            exact = _exact_params(cameras, row)
+            if exact is not None:
+                data["recon_model"], data["recon_params"] = exact
             obj = bpy.data.objects.new(name, data)
             created.append(obj)
             obj.matrix_world = Matrix(c2w[row].tolist())  # rows
             obj["recon_width"], obj["recon_height"] = intr.resolution_x, intr.resolution_y
-            photo = Path(image_dir, name) if image_dir else None
+            obj["recon_photo"] = name
+            photo = Path(str(paths[row])) if paths is not None and str(paths[row]) else (Path(image_dir, name) if image_dir else None)
             if photo is not None and photo.is_file():
-                known = set(bpy.data.images.keys())
-                image = bpy.data.images.load(str(photo), check_existing=True)
-                if image.name not in known:  # loaded here: goes again if the import fails
-                    created.append(image)
-                data.show_background_images = True
-                background = data.background_images.new()
-                background.image = image
+                created += set_background(data, photo)
             collection.objects.link(obj)
             objects.append(obj)
     return objects
+
+
+def set_background(camera: bpy.types.Camera, photo) -> list:
+    """Show ``photo`` behind the camera's view; returns the image when this loaded it."""
+    known = set(bpy.data.images.keys())
+    image = bpy.data.images.load(str(photo), check_existing=True)
+    camera.show_background_images = True
+    background = camera.background_images.new()
+    background.image = image
+    return [image] if image.name not in known else []  # loaded here: goes again if the import fails
+
+
+def animated_camera_object(
+    name: str, cameras: dict[str, np.ndarray], frames: np.ndarray, collection: bpy.types.Collection
+) -> bpy.types.Object:
+    """One camera that moves through the solved cameras, keyed at ``frames`` (one per row),
+    with the first camera's intrinsics (video frames share one lens)."""
+    from mathutils import Matrix
+
+    from . import camera_math
+
+    c2w = camera_math.blender_c2w_from_w2c_opencv(cameras["w2c"])
+    intr = camera_math.blender_intrinsics_from_K(cameras["K"][0], int(cameras["width"][0]), int(cameras["height"][0]))
+    with rollback_on_error() as created:
+        data = bpy.data.cameras.new(name)
+        created.append(data)
+        apply_intrinsics(data, None, intr)
+        exact = _exact_params(cameras, 0)
+        if exact is not None:
+            data["recon_model"], data["recon_params"] = exact
+        obj = bpy.data.objects.new(name, data)
+        created.append(obj)
+        obj.rotation_mode = "QUATERNION"
+        obj["recon_width"], obj["recon_height"] = intr.resolution_x, intr.resolution_y
+        for row, frame in enumerate(frames):  # one key per video frame
+            obj.matrix_world = Matrix(c2w[row].tolist())
+            obj.keyframe_insert("location", frame=int(frame))
+            obj.keyframe_insert("rotation_quaternion", frame=int(frame))
+        collection.objects.link(obj)
+    return obj
+
+
+def camera_arrays_from_objects(objects: list[bpy.types.Object], scene: bpy.types.Scene) -> dict[str, np.ndarray]:
+    """The ``cameras.npz`` layout of Blender camera objects, read back exactly: ``K`` from
+    lens, sensor, shift and the resolution (the camera's own ``recon_width``/``recon_height``
+    when it has them, else the scene's at its percentage), ``w2c`` from the world matrix
+    (scale removed). A camera still holding the lens parameters it was imported with
+    (unchanged since: its ``K`` agrees) keeps them, distortion included; others are ``PINHOLE``."""
+    from . import camera_math
+
+    render = scene.render
+    rows = []
+    for obj in objects:  # per camera
+        if obj.type != "CAMERA":
+            raise TypeError(f"'{obj.name}' is not a camera")
+        cam = obj.data
+        if cam.type != "PERSP":
+            raise ValueError(f"'{obj.name}' is a {cam.type.lower()} camera; only perspective cameras can be exported")
+        width = int(obj.get("recon_width", round(render.resolution_x * render.resolution_percentage / 100)))
+        height = int(obj.get("recon_height", round(render.resolution_y * render.resolution_percentage / 100)))
+        intr = camera_math.BlenderIntrinsics(
+            lens=cam.lens, sensor_width=cam.sensor_width, sensor_height=cam.sensor_height, sensor_fit=cam.sensor_fit,
+            shift_x=cam.shift_x, shift_y=cam.shift_y, resolution_x=width, resolution_y=height,
+            pixel_aspect_x=render.pixel_aspect_x, pixel_aspect_y=render.pixel_aspect_y,
+        )
+        K = camera_math.K_from_blender_intrinsics(intr)
+        model, params = "PINHOLE", [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+        if "recon_model" in cam and "recon_params" in cam:
+            stored = camera_math.K_from_colmap_params(str(cam["recon_model"]), list(cam["recon_params"]))
+            if stored is not None and np.allclose(stored, K, rtol=1e-5, atol=1e-4 * max(width, height)):  # float32 lens
+                model, params, K = str(cam["recon_model"]), list(cam["recon_params"]), stored
+        matrix = np.array(obj.matrix_world, dtype=np.float64)
+        matrix[:3, :3] /= np.linalg.norm(matrix[:3, :3], axis=0)
+        photo = ""
+        for background in cam.background_images:
+            if background.image is not None and background.image.filepath:
+                photo = bpy.path.abspath(background.image.filepath)
+                break
+        name = str(obj.get("recon_photo", "")) or (bpy.path.basename(photo) if photo else f"{obj.name}.png")
+        rows.append((name, K, model, params, camera_math.w2c_opencv_from_blender_c2w(matrix), width, height, photo))
+    if not rows:
+        raise ValueError("No cameras to export: select camera objects")
+    width = max(len(r[3]) for r in rows)
+    params = np.full((len(rows), width), np.nan)
+    for row, r in enumerate(rows):
+        params[row, : len(r[3])] = r[3]
+    return {
+        "names": np.array([r[0] for r in rows]),
+        "K": np.stack([r[1] for r in rows]),
+        "model": np.array([r[2] for r in rows]),
+        "params": params,
+        "w2c": np.stack([r[4] for r in rows]),
+        "width": np.array([r[5] for r in rows], dtype=np.int32),
+        "height": np.array([r[6] for r in rows], dtype=np.int32),
+        "paths": np.array([r[7] for r in rows]),
+    }
 
 
 def point_cloud_object(
@@ -224,3 +328,14 @@ def point_cloud_object(
         if mesh.users == 0:
             bpy.data.meshes.remove(mesh)
     return obj
+
+
+def object_colors_srgb(obj: bpy.types.Object, count: int) -> np.ndarray:
+    """Per-point colours ``(count, 3) uint8`` (sRGB) from the object's ``color`` attribute on
+    points/vertices, or a light grey when it has none."""
+    attribute = obj.data.attributes.get("color") if hasattr(obj.data, "attributes") else None
+    if attribute is None or attribute.domain != "POINT" or attribute.data_type not in ("FLOAT_COLOR", "BYTE_COLOR") or count == 0:
+        return np.full((count, 3), 200, np.uint8)
+    rgba = np.empty(count * 4, dtype=np.float32)
+    attribute.data.foreach_get("color_srgb", rgba)
+    return np.clip(np.round(rgba.reshape(-1, 4)[:, :3] * 255.0), 0, 255).astype(np.uint8)

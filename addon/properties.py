@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import deform, sfm
+from . import deform, reconstruction, sfm
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -20,6 +20,7 @@ class RECON_PG_deform_settings(bpy.types.PropertyGroup):
 class RECON_PG_sfm_settings(bpy.types.PropertyGroup):
     directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
     __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
+    __annotations__.update(reconstruction.import_properties(align_default=True))  # noqa: F821
 
 
 def register():

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The ``sfm`` job from Blender: submit a photo folder, and turn ``cameras.npz`` and
-``points.npz`` into a collection of calibrated cameras and a coloured point cloud."""
+``points.npz`` into a collection of calibrated cameras and a coloured point cloud
+(:mod:`.reconstruction`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import bpy
-import numpy as np
 
-from . import converters
+from . import reconstruction
 from .jobs import Job, manager
 
 CAMERA_MODEL_ITEMS = [
@@ -50,24 +50,15 @@ def prepare(directory: str, config: dict) -> Job:
     return job
 
 
-def import_result(job: Job, scene: bpy.types.Scene) -> bpy.types.Collection:
+def import_result(job: Job, scene: bpy.types.Scene, align: bool = True, known_distance: float = 0.0,
+                  animated_camera: bool = False) -> bpy.types.Collection:
     """A new collection in the scene with one camera per registered photo and the sparse
-    points (colour, reprojection error and track length as attributes)."""
-    with np.load(job.artifact("cameras")) as data:
-        cameras = {key: data[key] for key in data.files}
-    with np.load(job.artifact("points_arrays")) as data:
-        points = {key: data[key] for key in data.files}
+    points (colour, reprojection error and track length as attributes); see
+    :func:`.reconstruction.import_files` for the options."""
     folder = Path(job.inputs["images"])
-    with converters.rollback_on_error() as created:
-        collection = bpy.data.collections.new(f"Recon {folder.name}")
-        created.append(collection)
-        scene.collection.children.link(collection)
-        created += converters.camera_objects(cameras, collection, scene, str(folder))
-        extent = np.ptp(points["xyz"], axis=0).max() if len(points["xyz"]) else 1.0
-        created.append(converters.point_cloud_object(
-            "sparse points", points["xyz"], collection, points["rgb"],
-            {"error": points["error"], "track_length": points["track_length"]}, radius=float(extent) * 0.002,
-        ))
-        collection["recon_job"] = job.id
+    collection = reconstruction.import_files(
+        job.artifact("cameras"), job.artifact("points_arrays"), scene, f"Recon {folder.name}",
+        align=align, known_distance=known_distance, animated_camera=animated_camera,
+    )
+    collection["recon_job"] = job.id
     return collection
-

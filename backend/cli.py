@@ -4,6 +4,8 @@
     python -m backend serve                 # the JSON-lines server Blender talks to
     python -m backend doctor                # capabilities as JSON
     python -m backend deform --points CLOUD.ply --out DIR [options]
+    python -m backend sfm --images PHOTOS --out DIR [options]
+    python -m backend import --source MODEL_OR_JSON --out DIR
 
 Job subcommands write exactly the files Blender would import, into ``--out``.
 Exit codes: 0 success, 1 internal error, 2 bad input or missing dependency, 130 cancelled.
@@ -12,6 +14,7 @@ Exit codes: 0 success, 1 internal error, 2 bad input or missing dependency, 130 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -24,50 +27,38 @@ from . import __version__, protocol
 from . import config as config_mod
 from .errors import ReconError
 
-
-def _add_deform(sub) -> None:
-    from .jobs import deform
-
-    parser = sub.add_parser("deform", help="fit a template mesh to a point cloud", description=deform.__doc__)
-    parser.add_argument("--points", required=True, help="the point cloud (.ply, .npz with 'points', .npy, .xyz)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (mesh.ply, mesh.npz, manifest.json)")
-    parser.add_argument("--template-mesh", dest="template_mesh", default="", help="fit this mesh instead of an ico-sphere")
-    config_mod.add_arguments(parser, deform.Config)
-    parser.set_defaults(run=_run_deform)
+# (subcommand, one-line help); each job module has Config, Inputs (path_input fields) and run()
+JOB_COMMANDS = (
+    ("deform", "fit a template mesh to a point cloud"),
+    ("sfm", "photos to calibrated cameras and a sparse point cloud"),
+    ("import", "read a COLMAP model or transforms.json into Recon's cameras.npz and points"),
+)
 
 
-def _run_deform(args) -> int:
-    from .jobs import deform
+def _add_job(sub, kind: str, help_text: str) -> None:
+    from .jobs import load
 
-    overrides = {"template": "mesh"} if args.template_mesh and args.template is None else {}
+    module = load(kind)
+    parser = sub.add_parser(kind, help=help_text, description=module.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(module.Inputs):
+        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default="",
+                            required=field.metadata.get("required", False), help=field.metadata.get("help"))
+    parser.add_argument("--out", required=True, type=Path, help="output directory: the job's folder")
+    config_mod.add_arguments(parser, module.Config)
+    parser.set_defaults(run=lambda args: _run_cli_job(kind, module, args))
+
+
+def _run_cli_job(kind: str, module, args) -> int:
+    inputs = {f.name: str(Path(getattr(args, f.name)).expanduser().resolve()) if getattr(args, f.name) else ""
+              for f in dataclasses.fields(module.Inputs)}
+    overrides = module.cli_overrides(inputs, args) if hasattr(module, "cli_overrides") else {}
     try:
-        config = config_mod.from_args(deform.Config, args, **overrides)
+        config = config_mod.from_args(module.Config, args, **overrides)
     except ReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    inputs = deform.Inputs(points=str(Path(args.points).resolve()), template_mesh=str(Path(args.template_mesh).resolve()) if args.template_mesh else "")
-    return _run_job("deform", config, inputs, args.out)
-
-
-def _add_sfm(sub) -> None:
-    from .jobs import sfm
-
-    parser = sub.add_parser("sfm", help="photos to calibrated cameras and a sparse point cloud", description=sfm.__doc__)
-    parser.add_argument("--images", required=True, help="a folder of photos")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (model/, cameras.npz, points.ply)")
-    config_mod.add_arguments(parser, sfm.Config)
-    parser.set_defaults(run=_run_sfm)
-
-
-def _run_sfm(args) -> int:
-    from .jobs import sfm
-
-    try:
-        config = config_mod.from_args(sfm.Config, args)
-    except ReconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return _run_job("sfm", config, sfm.Inputs(images=str(Path(args.images).resolve())), args.out)
+    return _run_job(kind, config, module.Inputs(**inputs), args.out)
 
 
 def _run_job(kind: str, config, inputs, out: Path) -> int:
@@ -107,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=lambda args: _serve())
     doctor = sub.add_parser("doctor", help="print capabilities as JSON")
     doctor.set_defaults(run=lambda args: _doctor())
-    _add_deform(sub)
-    _add_sfm(sub)
+    for kind, help_text in JOB_COMMANDS:
+        _add_job(sub, kind, help_text)
     return parser
 
 

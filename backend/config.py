@@ -22,6 +22,11 @@ def option(default: Any, help: str, choices: tuple | None = None, minimum: float
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def path_input(help: str, required: bool = True) -> Any:
+    """A field of a job's ``Inputs``: a file or folder path, ``--name`` on the command line."""
+    return dataclasses.field(default="", metadata={"help": help, "required": required})
+
+
 def _field_types(cls) -> dict[str, type]:
     return typing.get_type_hints(cls)
 

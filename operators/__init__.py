@@ -4,10 +4,18 @@
 import bpy
 
 from .deform import RECON_OT_fit_mesh_to_points
+from .io import RECON_OT_export_cameras, RECON_OT_import_reconstruction
 from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
 from .sfm import RECON_OT_run_sfm
 
-classes = (RECON_OT_fit_mesh_to_points, RECON_OT_run_sfm, RECON_OT_cancel_job, RECON_OT_backend_doctor)
+classes = (
+    RECON_OT_fit_mesh_to_points,
+    RECON_OT_run_sfm,
+    RECON_OT_import_reconstruction,
+    RECON_OT_export_cameras,
+    RECON_OT_cancel_job,
+    RECON_OT_backend_doctor,
+)
 
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -2,7 +2,7 @@
 import bpy
 from bpy.props import StringProperty
 
-from ..addon import sfm
+from ..addon import reconstruction, sfm
 from ..addon.jobs import manager
 from .modal import BackendJobOperator
 
@@ -17,6 +17,7 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
 
     directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
     __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
+    __annotations__.update(reconstruction.import_properties(align_default=True))  # noqa: F821
 
     @classmethod
     def poll(cls, context):
@@ -26,7 +27,7 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
-        self.take_scene_settings(context.scene.recon_sfm, ("directory", *sfm.SETTING_NAMES))
+        self.take_scene_settings(context.scene.recon_sfm, ("directory", *sfm.SETTING_NAMES, *reconstruction.IMPORT_NAMES))
         return self.start_modal(context)
 
     def submit(self, context):
@@ -34,7 +35,7 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
         return manager().submit(sfm.prepare(self.directory, config))
 
     def finish(self, context, job):
-        collection = sfm.import_result(job, context.scene)
+        collection = sfm.import_result(job, context.scene, **{name: getattr(self, name) for name in reconstruction.IMPORT_NAMES})
         summary = job.summary
         message = f"Solved {summary['registered']} of {summary['photos']} photos into '{collection.name}'"
         if summary.get("unregistered"):

@@ -3,6 +3,7 @@
 
 import bpy
 
+from . import menus
 from .deform import RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings
 from .jobs import RECON_PT_jobs
 from .sfm import RECON_PT_sfm
@@ -10,4 +11,14 @@ from .sfm import RECON_PT_sfm
 classes = (RECON_PT_sfm, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
 
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register_classes()
+    menus.register()
+
+
+def unregister():
+    menus.unregister()
+    _unregister_classes()

@@ -17,4 +17,7 @@ class RECON_PT_sfm(SidebarPanel, bpy.types.Panel):
         col.use_property_decorate = False
         for name in ("camera_model", "shared_camera", "matcher", "max_image_size", "refine_principal_point"):
             col.prop(settings, name)
+        col.separator()
+        for name in ("align", "known_distance", "animated_camera"):
+            col.prop(settings, name)
         layout.operator("recon.run_sfm", icon="CAMERA_DATA")

@@ -15,6 +15,7 @@ from ..errors import InputError
 KINDS = {
     "deform": "backend.jobs.deform",
     "sfm": "backend.jobs.sfm",
+    "import": "backend.jobs.import_scene",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import option, path_input
 from ..errors import InputError
 from .runner import JobContext
 
@@ -43,8 +43,14 @@ class Config:
 
 @dataclass(frozen=True)
 class Inputs:
-    points: str = ""  # the cloud: .ply, .npz (points), .npy, .xyz
-    template_mesh: str = ""  # with template == "mesh": .ply, .npz (vertices, faces), .obj, ...
+    points: str = path_input("the point cloud (.ply, .npz with 'points', .npy, .xyz)")
+    template_mesh: str = path_input("fit this mesh (.ply, .npz with vertices and faces, .obj) instead of an ico-sphere",
+                                    required=False)
+
+
+def cli_overrides(inputs: dict, args) -> dict:
+    """On the command line, giving --template-mesh implies --template mesh."""
+    return {"template": "mesh"} if inputs["template_mesh"] and args.template is None else {}
 
 
 def resolve_device(name: str):

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Job ``sfm``: photos to calibrated cameras and a sparse point cloud (pycolmap).
 
-Writes ``model/`` (COLMAP binary), ``cameras.npz``, ``points.ply`` and ``points.npz``
-(the same points as arrays ``xyz``, ``rgb``, ``track_length``, ``error``, which Blender
-reads; see ``backend/sfm/pipeline.py`` for the layouts), and reports registered and unregistered
-photos, the mean reprojection error and per-stage seconds in the summary."""
+Writes ``model/`` (COLMAP binary), ``cameras.npz`` (with ``paths``, each photo's file),
+``points.ply`` and ``points.npz`` (the same points as arrays ``xyz``, ``rgb``,
+``track_length``, ``error``, which Blender reads) and ``observations.npz`` (every 2D
+keypoint of every point, raw and undistorted; see ``backend/sfm/scene.py``), and reports
+registered and unregistered photos, the mean reprojection error and per-stage seconds in
+the summary."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import option
+from ..config import option, path_input
 from ..errors import InputError
 from .runner import JobContext
 
@@ -36,12 +38,12 @@ class Config:
 
 @dataclass(frozen=True)
 class Inputs:
-    images: str = ""  # a folder of photos
+    images: str = path_input("a folder of photos")
 
 
 def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
-    from ..geometry.io import write_npz, write_points_ply
-    from ..sfm.pipeline import SfmSettings, cameras_arrays, points_arrays, reconstruct
+    from ..sfm.pipeline import SfmSettings, reconstruct
+    from ..sfm.scene import scene_from_reconstruction, write_scene
 
     if not inputs.images:
         raise InputError("No photos were given.", "Pass --images FOLDER.")
@@ -58,20 +60,9 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     model_dir.mkdir(exist_ok=True)
     rec.write_binary(str(model_dir))
     ctx.artifact("model", model_dir, "colmap")
-    cameras = cameras_arrays(rec)
-    write_npz(ctx.dir / "cameras.npz", **cameras)
-    ctx.artifact("cameras", ctx.dir / "cameras.npz", "npz")
-    points = points_arrays(rec)
-    write_points_ply(
-        ctx.dir / "points.ply",
-        x=points["xyz"][:, 0].astype(np.float32), y=points["xyz"][:, 1].astype(np.float32),
-        z=points["xyz"][:, 2].astype(np.float32),
-        red=points["rgb"][:, 0], green=points["rgb"][:, 1], blue=points["rgb"][:, 2],
-        track_length=points["track_length"], error=points["error"].astype(np.float32),
-    )
-    ctx.artifact("points", ctx.dir / "points.ply", "ply")
-    write_npz(ctx.dir / "points.npz", **points)
-    ctx.artifact("points_arrays", ctx.dir / "points.npz", "npz")
+    scene = scene_from_reconstruction(rec, model_dir, "recon", image_dir=Path(inputs.images).resolve())
+    for name, path, fmt in write_scene(ctx.dir, scene):
+        ctx.artifact(name, path, fmt)
     if result.unregistered:
         ctx.log("warning", f"{len(result.unregistered)} photo(s) not registered: {', '.join(result.unregistered)}")
     return {
@@ -79,8 +70,9 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         "registered": len(result.registered),
         "unregistered": result.unregistered,
         "skipped_files": result.skipped,
-        "points": int(len(points["xyz"])),
+        "points": int(len(scene.points["xyz"])),
+        "observations": int(len(scene.observations["xy"])),
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
-        "focal_px": [float(v) for v in np.unique(np.round(cameras["K"][:, 0, 0], 3))],
+        "focal_px": [float(v) for v in np.unique(np.round(scene.cameras["K"][:, 0, 0], 3))],
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
     }
