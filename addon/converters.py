@@ -289,7 +289,8 @@ def point_cloud_object(
 ) -> bpy.types.Object:
     """A Point Cloud object, written in bulk (a 1,000,000-point cloud in about 0.2 s).
 
-    Colours (photo colours are sRGB) go into a ``color`` attribute, extra per-point values
+    Colours (photo colours are sRGB) go into a ``Col`` colour attribute (shown in renders by
+    the shared material "Recon Point Colors"), extra per-point values
     (reprojection error, track length, ...) into float attributes of their own name, and
     ``radius`` sets the points' size for display and rendering. Nothing is left behind if
     this raises."""
@@ -312,7 +313,7 @@ def point_cloud_object(
             colors = colors / 255.0 if colors.dtype == np.uint8 else colors
             rgba = np.ones((n, 4), dtype=np.float32)
             rgba[:, :3] = colors
-            mesh.attributes.new("color", "FLOAT_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
+            mesh.attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
         for key, values in columns.items():
             mesh.attributes.new(key, "FLOAT", "POINT").data.foreach_set("value", values)
         mesh.attributes.new("radius", "FLOAT", "POINT").data.foreach_set("value", np.full(n, radius, np.float32))
@@ -327,13 +328,41 @@ def point_cloud_object(
             raise RuntimeError(f"could not turn '{name}' into a point cloud ({result})")
         if mesh.users == 0:
             bpy.data.meshes.remove(mesh)
+        if colors_srgb is not None:
+            material = bpy.data.materials.get(POINT_COLORS_MATERIAL)
+            if material is None:
+                material = point_colors_material()
+                created.append(material)
+            obj.data.materials.append(material)
     return obj
+
+
+POINT_COLORS_MATERIAL = "Recon Point Colors"
+# The name Blender's own PLY importer gives colours; Cycles reads no attribute called "color".
+COLOR_ATTRIBUTE = "Col"
+
+
+def point_colors_material() -> bpy.types.Material:
+    """A material that shows each point's ``color`` attribute in Cycles and EEVEE."""
+    material = bpy.data.materials.new(POINT_COLORS_MATERIAL)
+    if not material.use_nodes:  # Blender < 5 makes materials without nodes
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    bsdf = nodes.get("Principled BSDF")
+    attribute = nodes.new("ShaderNodeAttribute")
+    attribute.attribute_type = "GEOMETRY"
+    attribute.attribute_name = COLOR_ATTRIBUTE
+    attribute.location = (-300, 300)
+    links.new(attribute.outputs["Color"], bsdf.inputs["Base Color"])
+    bsdf.inputs["Roughness"].default_value = 0.8
+    return material
 
 
 def object_colors_srgb(obj: bpy.types.Object, count: int) -> np.ndarray:
     """Per-point colours ``(count, 3) uint8`` (sRGB) from the object's ``color`` attribute on
     points/vertices, or a light grey when it has none."""
-    attribute = obj.data.attributes.get("color") if hasattr(obj.data, "attributes") else None
+    attributes = getattr(obj.data, "attributes", None)
+    attribute = next((attributes[name] for name in (COLOR_ATTRIBUTE, "color") if attributes and name in attributes), None)
     if attribute is None or attribute.domain != "POINT" or attribute.data_type not in ("FLOAT_COLOR", "BYTE_COLOR") or count == 0:
         return np.full((count, 3), 200, np.uint8)
     rgba = np.empty(count * 4, dtype=np.float32)

@@ -62,10 +62,10 @@ def loop(n: int) -> float:
     started = time.perf_counter()
     mesh = bpy.data.meshes.new("loop")
     mesh.vertices.add(n)
-    mesh.attributes.new("color", "FLOAT_COLOR", "POINT")
+    mesh.attributes.new("Col", "FLOAT_COLOR", "POINT")
     mesh.attributes.new("error", "FLOAT", "POINT")
     # Look both up only now: adding an attribute invalidates references to the others.
-    color, error = mesh.attributes["color"], mesh.attributes["error"]
+    color, error = mesh.attributes["Col"], mesh.attributes["error"]
     for i in range(n):
         mesh.vertices[i].co = xyz[i]
         color.data[i].color_srgb = (*(rgb[i] / 255.0), 1.0)

@@ -342,7 +342,7 @@ def test_point_clouds_are_written_in_bulk_with_their_attributes(empty_scene, ble
     obj.data.attributes["position"].data.foreach_get("vector", got)
     assert np.array_equal(got.reshape(-1, 3), xyz)
     srgb = np.empty(n * 4, np.float32)
-    obj.data.attributes["color"].data.foreach_get("color_srgb", srgb)
+    obj.data.attributes["Col"].data.foreach_get("color_srgb", srgb)
     assert np.abs(srgb.reshape(-1, 4)[:, :3] * 255.0 - rgb).max() < 0.5
     values = np.empty(n, np.float32)
     obj.data.attributes["error"].data.foreach_get("value", values)
@@ -428,7 +428,8 @@ def test_run_sfm_makes_calibrated_cameras_and_coloured_points(empty_scene, blend
         np.testing.assert_allclose(cm.K_from_blender_intrinsics(intr), K, rtol=1e-5)
     points = next(o for o in collection.objects if o.type == "POINTCLOUD")
     assert len(points.data.points) == job.summary["points"] > 1000
-    assert {"color", "error", "track_length", "radius"} <= set(points.data.attributes.keys())
+    assert {"Col", "error", "track_length", "radius"} <= set(points.data.attributes.keys())
+    assert points.data.materials[0].name == "Recon Point Colors"  # colours show in Cycles and EEVEE
     # Aligned by default: the cameras' average up is +Z (the temple stands upright).
     up = np.mean([np.array(o.matrix_world)[:3, 1] for o in cameras], axis=0)
     np.testing.assert_allclose(up / np.linalg.norm(up), [0, 0, 1], atol=1e-5)

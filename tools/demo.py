@@ -1,12 +1,19 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""``make demo``: Recon's main job, headless, on a bundled default input.
+"""``make demo``: Recon's jobs, headless, on inputs made here (nothing downloaded).
 
-Installs the extension from its zip into a private Blender profile (under ``out/``), makes
-a scan-like point cloud of a toy duck (generated here, nothing downloaded), fits a mesh to
-it with ``bpy.ops.recon.fit_mesh_to_points`` through the real backend, and writes
-``out/demo.blend`` and the preview ``out/demo.png``.
+Installs the extension from its zip into a private Blender profile (under ``out/``), then
 
-    python tools/demo.py --out out [--iterations 2000]
+1. photographs a textured toy duck on a patterned turntable: Blender renders 24 photos
+   (``out/photos``) from a ring of cameras;
+2. solves the cameras from those photos alone with ``bpy.ops.recon.run_sfm`` (pycolmap in
+   the backend): one calibrated camera per photo, with the photo as its background, and the
+   scene's points in colour, aligned upright and scaled by the known distance between the
+   first two cameras; it reports the focal length and camera positions against the truth;
+3. fits a mesh to a scan-like point cloud of the duck with ``bpy.ops.recon.fit_mesh_to_points``;
+
+and writes ``out/demo.blend`` and the preview ``out/demo.png``.
+
+    python tools/demo.py --out out [--iterations 2000] [--views 24]
 """
 
 from __future__ import annotations
@@ -53,6 +60,19 @@ def duck_cloud(n: int = 4000, noise: float = 0.01, seed: int = 0) -> np.ndarray:
     return (picked + rng.normal(scale=noise, size=picked.shape)).astype(np.float32)
 
 
+def pattern(size: int, seed: int, cells=(6, 24, 96), saturation: float = 0.8) -> np.ndarray:
+    """An RGBA texture ``(size, size, 4)`` in [0, 1]: random colour cells at several scales,
+    the kind of surface detail feature matching needs."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size, 3))
+    for weight, n in zip((0.5, 0.3, 0.2), cells, strict=True):
+        grid = rng.uniform(0.0, 1.0, (n, n, 3))
+        image += weight * np.repeat(np.repeat(grid, -(-size // n), axis=0), -(-size // n), axis=1)[:size, :size]
+    grey = image.mean(axis=2, keepdims=True)
+    image = grey + saturation * (image - grey)
+    return np.concatenate([np.clip(image, 0.0, 1.0), np.ones((size, size, 1))], axis=2)
+
+
 # -- Blender ---------------------------------------------------------------------------------
 
 
@@ -84,11 +104,113 @@ def make_material(name: str, rgba) -> object:
     return material
 
 
+def textured_material(name: str, seed: int, **kwargs):
+    """A material showing a generated image texture (packed into the .blend)."""
+    import bpy
+
+    size = 512
+    image = bpy.data.images.new(f"{name}_texture", size, size)
+    image.pixels.foreach_set(pattern(size, seed, **kwargs).astype(np.float32).ravel())
+    image.pack()
+    material = make_material(name, (1.0, 1.0, 1.0, 1.0))
+    nodes = material.node_tree.nodes
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = image
+    material.node_tree.links.new(texture.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
+    nodes.active = texture  # what Workbench's texture colour shows
+    return material
+
+
+def build_capture(scene, collection):
+    """The textured duck (the union of :data:`DUCK`'s ellipsoids) on a patterned disc."""
+    import bmesh
+    import bpy
+
+    duck = textured_material("duck", seed=1)
+    for index, (centre, radii) in enumerate(DUCK):
+        mesh = bpy.data.meshes.new(f"duck_part{index}")
+        bm = bmesh.new()
+        bm.loops.layers.uv.new()  # calc_uvs fills an existing layer
+        bmesh.ops.create_uvsphere(bm, u_segments=48, v_segments=24, radius=1.0, calc_uvs=True)
+        bm.to_mesh(mesh)
+        bm.free()
+        obj = bpy.data.objects.new(mesh.name, mesh)
+        obj.location = np.array(centre) + (0.0, 0.0, 0.7)
+        obj.scale = radii
+        mesh.materials.append(duck)
+        collection.objects.link(obj)
+    mesh = bpy.data.meshes.new("turntable")
+    bm = bmesh.new()
+    bm.loops.layers.uv.new()
+    bmesh.ops.create_circle(bm, cap_ends=True, segments=64, radius=2.6, calc_uvs=True)
+    bm.to_mesh(mesh)
+    bm.free()
+    mesh.materials.append(textured_material("turntable", seed=2, cells=(8, 32, 128)))
+    collection.objects.link(bpy.data.objects.new("turntable", mesh))
+
+
+def photograph(scene, folder: Path, views: int, seed: int = 0) -> np.ndarray:
+    """Render ``views`` photos (640x480) from a ring of cameras looking at the duck, into
+    ``folder``; returns the true camera centres."""
+    import bpy
+    from mathutils import Vector
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = bpy.data.cameras.new("photographer")
+    data.lens, data.sensor_width = 35.0, 36.0
+    camera = bpy.data.objects.new("photographer", data)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light = "FLAT"
+    scene.display.shading.color_type = "TEXTURE"
+    scene.display.shading.show_shadows = False
+    scene.display.shading.show_cavity = False
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 640, 480, 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.world = scene.world or bpy.data.worlds.new("world")
+    scene.world.color = (0.55, 0.6, 0.65)
+    rng = np.random.default_rng(seed)
+    centres = []
+    for i in range(views):  # one render per photo
+        angle = 2.0 * np.pi * i / views + rng.uniform(-0.05, 0.05)
+        height = 2.2 if i % 2 == 0 else 3.4
+        centre = Vector((5.5 * np.cos(angle), 5.5 * np.sin(angle), height))
+        camera.location = centre
+        camera.rotation_euler = (Vector((0.0, 0.0, 0.6)) - centre).to_track_quat("-Z", "Y").to_euler()
+        scene.render.filepath = str(folder / f"photo_{i:02d}.png")
+        bpy.ops.render.render(write_still=True)
+        centres.append(tuple(centre))
+    bpy.data.objects.remove(camera)
+    bpy.data.cameras.remove(data)
+    return np.array(centres)
+
+
+def solve_cameras(scene, photos: Path, truth: np.ndarray) -> object:
+    """Run Structure-from-Motion on the photos and compare with the cameras that took them."""
+    import bpy
+
+    known = float(np.linalg.norm(truth[0] - truth[1]))
+    started = time.perf_counter()
+    result = bpy.ops.recon.run_sfm(directory=str(photos), align=True, known_distance=known)
+    if result != {"FINISHED"}:
+        raise RuntimeError("solving the cameras failed; see the message above")
+    collection = bpy.data.collections[f"Recon {photos.name}"]
+    cameras = sorted((o for o in collection.objects if o.type == "CAMERA"), key=lambda o: o.name)
+    focal = cameras[0].data.lens / cameras[0].data.sensor_width * 640
+    solved = np.array([o.matrix_world.translation for o in cameras])
+    # the solved frame is upright and to scale but turned freely about z: compare distances
+    d_true = np.linalg.norm(truth[:, None] - truth[None], axis=-1)
+    d_solved = np.linalg.norm(solved[:, None] - solved[None], axis=-1)
+    print(f"demo: solved {len(cameras)} of {len(truth)} cameras in {time.perf_counter() - started:.1f} s: focal "
+          f"{focal:.1f} px (truth {35.0 / 36.0 * 640:.1f}), camera distances off by "
+          f"{np.abs(d_true - d_solved).max() / d_true.max() * 100:.2f} % of the scene at most")
+    return collection
+
+
 def build_scene(points: np.ndarray):
     import bpy
 
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
     mesh = bpy.data.meshes.new("duck_scan")
     mesh.vertices.add(len(points))
     mesh.vertices.foreach_set("co", points.ravel())
@@ -103,7 +225,7 @@ def build_scene(points: np.ndarray):
     return cloud
 
 
-def stage(scene, subjects) -> None:
+def stage(scene, subjects, distance: float = 8.5) -> None:
     import bpy
     from mathutils import Vector
 
@@ -113,28 +235,34 @@ def stage(scene, subjects) -> None:
     scene.collection.objects.link(camera)
     bpy.context.view_layer.update()  # matrix_world follows the locations set above
     target = sum((s.matrix_world.translation for s in subjects), Vector()) / len(subjects)
-    camera.location = target + Vector((0.0, -8.5, 3.5))
+    camera.location = target + Vector((0.0, -distance, 0.4 * distance))
     camera.rotation_euler = (target + Vector((0.0, 0.0, 0.2)) - camera.location).to_track_quat("-Z", "Y").to_euler()
     scene.camera = camera
     sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
     sun.data.energy = 3.0
     sun.rotation_euler = (0.7, 0.2, 0.6)
     scene.collection.objects.link(sun)
-    scene.render.engine = "BLENDER_WORKBENCH"
-    scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "MATERIAL"
-    scene.display.shading.show_shadows = True
-    scene.display.shading.show_cavity = True
+    # Cycles on the CPU (few samples): the points show their photo colours through their material.
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 16
+    scene.cycles.use_denoising = False
     scene.render.resolution_x, scene.render.resolution_y = 960, 540
     scene.render.film_transparent = False
     scene.world = scene.world or bpy.data.worlds.new("world")
     scene.world.color = (0.8, 0.82, 0.85)
+    if scene.world.node_tree is None:  # a new world before Blender 5 has no nodes
+        scene.world.use_nodes = True
+    background = scene.world.node_tree.nodes.get("Background")
+    if background is not None:
+        background.inputs["Color"].default_value = (0.8, 0.82, 0.85, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--iterations", type=int, default=2000, help="fit iterations (default: the job's 2000)")
+    parser.add_argument("--views", type=int, default=24, help="photos of the capture (default: 24)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +273,18 @@ def main(argv: list[str] | None = None) -> int:
 
     install_extension(out)
     scene = bpy.context.scene
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+
+    capture = bpy.data.collections.new("capture")
+    scene.collection.children.link(capture)
+    build_capture(scene, capture)
+    print(f"demo: photographing the capture from {args.views} views into {out / 'photos'}")
+    truth = photograph(scene, out / "photos", args.views)
+    solved = solve_cameras(scene, out / "photos", truth)
+    capture.hide_render = True  # the source scene stays in the file, out of the preview
+    capture.hide_viewport = True
+
     cloud = build_scene(duck_cloud())
     print(f"demo: fitting a mesh to {len(cloud.data.points)} scanned points (the job log is under {out / 'jobs'})")
     started = time.perf_counter()
@@ -158,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: '{fit.name}' ({len(fit.data.vertices)} vertices) in {time.perf_counter() - started:.1f} s, "
           f"chamfer {fit['recon_chamfer']:.3g}")
     cloud.location.x -= 1.6
-    stage(scene, [cloud, fit])
+    points = next(o for o in solved.objects if o.type == "POINTCLOUD")
+    for obj in solved.objects:  # the solve to the left of the scan and the fit, for the preview
+        obj.location.x -= 5.5
+    stage(scene, [points, cloud, fit], distance=15.0)
     blend, png = out / "demo.blend", out / "demo.png"
     scene.render.filepath = str(png)
     bpy.ops.render.render(write_still=True)
