@@ -345,7 +345,7 @@ COLOR_ATTRIBUTE = "Col"
 def point_colors_material() -> bpy.types.Material:
     """A material that shows each point's ``color`` attribute in Cycles and EEVEE."""
     material = bpy.data.materials.new(POINT_COLORS_MATERIAL)
-    if not material.use_nodes:  # Blender < 5 makes materials without nodes
+    if material.node_tree is None:  # Blender < 5 makes materials without nodes
         material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     bsdf = nodes.get("Principled BSDF")

@@ -21,3 +21,6 @@ class RECON_PT_sfm(SidebarPanel, bpy.types.Panel):
         for name in ("align", "known_distance", "animated_camera"):
             col.prop(settings, name)
         layout.operator("recon.run_sfm", icon="CAMERA_DATA")
+        row = layout.row(align=True)
+        row.operator("recon.import_reconstruction", text="Import...", icon="IMPORT")
+        row.operator("recon.export_cameras", text="Export Cameras...", icon="EXPORT")

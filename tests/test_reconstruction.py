@@ -190,3 +190,15 @@ def test_bad_reconstruction_files_are_named_and_change_nothing(empty_scene, blen
     select_only()
     with pytest.raises(RuntimeError, match="No cameras to export"):
         bpy.ops.recon.export_cameras(directory=str(tmp_path / "out"))
+
+
+def test_python_api_imports_and_exports(empty_scene, blender, tmp_path):
+    api = ext(blender, "addon.api")
+    truth = make_transforms(tmp_path / "in")
+    collection = api.import_reconstruction(truth["path"])
+    cams = recon_cameras(collection)
+    assert len(cams) == 6
+    written = api.export_cameras(cams, tmp_path / "out", formats=["TRANSFORMS"])
+    assert [p.name for p in written] == ["transforms.json"]
+    with pytest.raises(api.ReconJobError, match="does not exist"):
+        api.import_reconstruction(tmp_path / "nowhere.json")

@@ -95,7 +95,7 @@ def make_material(name: str, rgba) -> object:
 
     material = bpy.data.materials.new(name)
     material.diffuse_color = rgba
-    if not material.use_nodes:  # Blender < 5 makes materials without nodes
+    if material.node_tree is None:  # Blender < 5 makes materials without nodes
         material.use_nodes = True
     bsdf = material.node_tree.nodes.get("Principled BSDF")
     if bsdf is not None:
