@@ -143,6 +143,7 @@ def camera_objects(
     collection: bpy.types.Collection,
     scene: bpy.types.Scene,
     image_dir: str | None = None,
+    backgrounds: dict[str, bpy.types.Image] | None = None,  # photo name -> an image already in the file
 ) -> list[bpy.types.Object]:
     """One camera object per row, named after its photo, posed and calibrated exactly, with
     the photo (``paths[row]``, else ``image_dir/name``) as its background image. The scene's
@@ -176,7 +177,9 @@ def camera_objects(
             obj["recon_width"], obj["recon_height"] = intr.resolution_x, intr.resolution_y
             obj["recon_photo"] = name
             photo = Path(str(paths[row])) if paths is not None and str(paths[row]) else (Path(image_dir, name) if image_dir else None)
-            if photo is not None and photo.is_file():
+            if backgrounds and name in backgrounds:
+                set_background(data, backgrounds[name])
+            elif photo is not None and photo.is_file():
                 created += set_background(data, photo)
             collection.objects.link(obj)
             objects.append(obj)
@@ -184,9 +187,10 @@ def camera_objects(
 
 
 def set_background(camera: bpy.types.Camera, photo) -> list:
-    """Show ``photo`` behind the camera's view; returns the image when this loaded it."""
+    """Show ``photo`` (a file, or an image datablock) behind the camera's view; returns the
+    image when this loaded it."""
     known = set(bpy.data.images.keys())
-    image = bpy.data.images.load(str(photo), check_existing=True)
+    image = photo if isinstance(photo, bpy.types.Image) else bpy.data.images.load(str(photo), check_existing=True)
     camera.show_background_images = True
     background = camera.background_images.new()
     background.image = image

@@ -38,6 +38,8 @@ class Job:
     dir: Path
     config: dict
     inputs: dict
+    title: str = ""  # what the result is named after (a photo folder, a movie clip, ...)
+    backgrounds: dict = field(default_factory=dict)  # photo name -> name of an image datablock showing it
     status: str = "starting"  # starting, queued, running, succeeded, failed, cancelled
     stage: str = ""
     done: int = 0

@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import deform, reconstruction, sfm
+from . import deform, photo_inputs, reconstruction, sfm
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -21,6 +21,7 @@ class RECON_PG_sfm_settings(bpy.types.PropertyGroup):
     directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
     __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
     __annotations__.update(reconstruction.import_properties(align_default=True))  # noqa: F821
+    __annotations__.update({k: v for k, v in photo_inputs.source_properties().items() if k != "images"})  # noqa: F821
 
 
 def register():

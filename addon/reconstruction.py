@@ -67,9 +67,11 @@ def import_files(
     align: bool = False,
     known_distance: float = 0.0,
     animated_camera: bool = False,
+    backgrounds: dict | None = None,
 ) -> bpy.types.Collection:
-    """A new collection ``name`` in ``scene`` with the cameras and points; nothing is left
-    behind if this raises."""
+    """A new collection ``name`` in ``scene`` with the cameras and points (``backgrounds``:
+    photo name -> an image datablock to show behind that camera instead of loading the
+    file); nothing is left behind if this raises."""
     cameras = load_arrays(cameras_path)
     points = load_arrays(points_path) if points_path is not None and Path(points_path).is_file() else None
     xyz = points["xyz"] if points is not None else np.zeros((0, 3))
@@ -83,7 +85,7 @@ def import_files(
         collection = bpy.data.collections.new(name)
         created.append(collection)
         scene.collection.children.link(collection)
-        created += converters.camera_objects(cameras, collection, scene)
+        created += converters.camera_objects(cameras, collection, scene, backgrounds=backgrounds)
         if animated_camera and len(cameras["names"]):
             frames = frame_numbers(cameras["names"])
             order = np.argsort(frames, kind="stable")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bpy
 
-from . import reconstruction
+from . import photo_inputs, reconstruction
 from .jobs import Job, manager
 
 CAMERA_MODEL_ITEMS = [
@@ -47,6 +47,33 @@ def prepare(directory: str, config: dict) -> Job:
         raise ValueError(f"The photo folder '{folder}' does not exist. Choose a folder of photos.")
     job = manager().new_job("sfm", config)
     job.inputs["images"] = str(folder)
+    job.title = folder.name
+    return job
+
+
+def prepare_from_source(context, source: str, directory: str, image_names: list[str], clip_name: str, frame_step: int,
+                        config: dict) -> Job:
+    """The job for photos from a folder (``FOLDER``), image datablocks (``IMAGES``: those named,
+    else the selected ones) or a movie clip's every ``frame_step``-th frame (``CLIP``); the
+    images and frames are written into the job's ``inputs/photos``. Raises ValueError with an
+    artist-facing message."""
+    if source == "FOLDER":
+        return prepare(directory, config)
+    if source == "IMAGES":
+        images = photo_inputs.images_from_context(context, image_names)
+        photo_inputs.image_file_names(images)  # refuses non-photos before a job folder exists
+        job = manager().new_job("sfm", config)
+        folder = photo_inputs.photos_from_images(images, job.dir / "inputs" / "photos")
+        job.title = "images"
+        job.backgrounds = {file: image for image, file in photo_inputs.image_file_names(images).items()}
+    elif source == "CLIP":
+        clip = photo_inputs.clip_from_context(context, clip_name)
+        job = manager().new_job("sfm", config)
+        folder = photo_inputs.photos_from_clip(clip, job.dir / "inputs" / "photos", frame_step)
+        job.title = clip.name
+    else:
+        raise ValueError(f"Unknown photo source '{source}'")
+    job.inputs["images"] = str(folder)
     return job
 
 
@@ -55,10 +82,11 @@ def import_result(job: Job, scene: bpy.types.Scene, align: bool = True, known_di
     """A new collection in the scene with one camera per registered photo and the sparse
     points (colour, reprojection error and track length as attributes); see
     :func:`.reconstruction.import_files` for the options."""
-    folder = Path(job.inputs["images"])
+    title = job.title or Path(job.inputs["images"]).name
     collection = reconstruction.import_files(
-        job.artifact("cameras"), job.artifact("points_arrays"), scene, f"Recon {folder.name}",
+        job.artifact("cameras"), job.artifact("points_arrays"), scene, f"Recon {title}",
         align=align, known_distance=known_distance, animated_camera=animated_camera,
+        backgrounds={file: bpy.data.images[image] for file, image in job.backgrounds.items() if image in bpy.data.images},
     )
     collection["recon_job"] = job.id
     return collection

@@ -2,9 +2,11 @@
 import bpy
 from bpy.props import StringProperty
 
-from ..addon import reconstruction, sfm
+from ..addon import photo_inputs, reconstruction, sfm
 from ..addon.jobs import manager
 from .modal import BackendJobOperator
+
+SCENE_SOURCE_NAMES = ("source", "clip", "frame_step")  # the panel's; images come from the selection
 
 
 class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
@@ -18,6 +20,7 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
     directory: StringProperty(name="Photos", description="A folder of photos of the subject", subtype="DIR_PATH")
     __annotations__.update(sfm.settings_properties())  # noqa: F821 - the class body's annotations
     __annotations__.update(reconstruction.import_properties(align_default=True))  # noqa: F821
+    __annotations__.update(photo_inputs.source_properties())  # noqa: F821
 
     @classmethod
     def poll(cls, context):
@@ -26,13 +29,27 @@ class RECON_OT_run_sfm(BackendJobOperator, bpy.types.Operator):
             return False
         return True
 
+    _explicit: frozenset | None = None  # from invoke: the settings the caller gave (not taken from the panel)
+
     def invoke(self, context, event):
-        self.take_scene_settings(context.scene.recon_sfm, ("directory", *sfm.SETTING_NAMES, *reconstruction.IMPORT_NAMES))
+        self._explicit = frozenset(name for name in ("matcher", "animated_camera") if self.properties.is_property_set(name))
+        self.take_scene_settings(context.scene.recon_sfm, ("directory", *SCENE_SOURCE_NAMES, *sfm.SETTING_NAMES,
+                                                           *reconstruction.IMPORT_NAMES))
         return self.start_modal(context)
 
     def submit(self, context):
         config = {name: getattr(self, name) for name in sfm.SETTING_NAMES}
-        return manager().submit(sfm.prepare(self.directory, config))
+        if self.source == "CLIP":  # video, unless the caller chose otherwise: frames in order, one moving camera too
+            explicit = self._explicit
+            if explicit is None:  # called from a script: execute only
+                explicit = {n for n in ("matcher", "animated_camera") if self.properties.is_property_set(n)}
+            if "animated_camera" not in explicit:
+                self.animated_camera = True
+            if "matcher" not in explicit:
+                config["matcher"] = "sequential"
+        job = sfm.prepare_from_source(context, self.source, self.directory, [item.name for item in self.images],
+                                      self.clip, self.frame_step, config)
+        return manager().submit(job)
 
     def finish(self, context, job):
         collection = sfm.import_result(job, context.scene, **{name: getattr(self, name) for name in reconstruction.IMPORT_NAMES})

@@ -11,7 +11,14 @@ class RECON_PT_sfm(SidebarPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         settings = context.scene.recon_sfm
-        layout.prop(settings, "directory")
+        layout.prop(settings, "source", expand=True)
+        if settings.source == "FOLDER":
+            layout.prop(settings, "directory")
+        elif settings.source == "IMAGES":
+            layout.label(text="The images selected in the Outliner or File Browser", icon="IMAGE_DATA")
+        else:
+            layout.prop_search(settings, "clip", bpy.data, "movieclips")
+            layout.prop(settings, "frame_step")
         col = layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
