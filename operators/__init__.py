@@ -7,12 +7,24 @@ from .deform import RECON_OT_fit_mesh_to_points
 from .io import RECON_OT_export_cameras, RECON_OT_import_reconstruction
 from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
 from .sfm import RECON_OT_run_sfm
+from .splats import (
+    RECON_OT_crop_splats,
+    RECON_OT_delete_splats,
+    RECON_OT_export_splats,
+    RECON_OT_import_splats,
+    RECON_OT_setup_splat_render,
+)
 
 classes = (
     RECON_OT_fit_mesh_to_points,
     RECON_OT_run_sfm,
     RECON_OT_import_reconstruction,
     RECON_OT_export_cameras,
+    RECON_OT_import_splats,
+    RECON_OT_export_splats,
+    RECON_OT_crop_splats,
+    RECON_OT_delete_splats,
+    RECON_OT_setup_splat_render,
     RECON_OT_cancel_job,
     RECON_OT_backend_doctor,
 )

@@ -7,8 +7,9 @@ from . import menus
 from .deform import RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings
 from .jobs import RECON_PT_jobs
 from .sfm import RECON_PT_sfm
+from .splats import RECON_PT_splats
 
-classes = (RECON_PT_sfm, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
+classes = (RECON_PT_sfm, RECON_PT_splats, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_jobs)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)

@@ -6,10 +6,12 @@ import bpy
 
 def draw_import(self, context):
     self.layout.operator("recon.import_reconstruction", text="Recon Reconstruction (COLMAP, transforms.json)")
+    self.layout.operator("recon.import_splats", text="Gaussian Splats (.ply)")
 
 
 def draw_export(self, context):
     self.layout.operator("recon.export_cameras", text="Recon Cameras (COLMAP, transforms.json)")
+    self.layout.operator("recon.export_splats", text="Gaussian Splats (.ply)")
 
 
 def draw_outliner(self, context):
