@@ -122,6 +122,103 @@ def validate(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+# -- moving splats ------------------------------------------------------------------------
+# The real SH basis of the reference implementation (``sh_utils.eval_sh``), degrees 1 to 3.
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+         -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+
+
+def sh_basis(directions: np.ndarray, degree: int) -> np.ndarray:
+    """The basis functions 1 .. (degree+1)^2 - 1 (the DC term left out) at unit
+    ``directions`` ``[k, 3]`` -> ``[k, (degree+1)^2 - 1]``, in the reference's order and signs."""
+    x, y, z = np.asarray(directions, dtype=np.float64).T
+    xx, yy, zz = x * x, y * y, z * z
+    columns = []
+    if degree >= 1:
+        columns += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
+    if degree >= 2:
+        columns += [SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * x * z, SH_C2[4] * (xx - yy)]
+    if degree >= 3:
+        columns += [SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4 * zz - xx - yy),
+                    SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy),
+                    SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3 * yy)]
+    return np.stack(columns, axis=1) if columns else np.zeros((len(x), 0))
+
+
+def rotate_sh(f_rest: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """f_rest ``[n, K]`` of Gaussians turned by ``rotation`` ``[3, 3]``: the new coefficients
+    give in direction ``R d`` the colour the old ones gave in direction ``d``. Each degree's
+    band turns on its own; its ``(2l+1)^2`` matrix is fitted exactly (least squares on more
+    directions than unknowns) from the basis itself, so no sign convention is assumed."""
+    degree = sh_degree(f_rest.shape[1])
+    if degree == 0:
+        return np.asarray(f_rest, dtype=np.float32)
+    directions = np.random.default_rng(0).normal(size=(64, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    before = sh_basis(directions @ np.asarray(rotation, dtype=np.float64), degree)  # Y(R^T d) for each d
+    after = sh_basis(directions, degree)
+    coefficients = rest_to_coefficients(np.asarray(f_rest, dtype=np.float64))  # [n, m, rgb]
+    out = np.empty_like(coefficients)
+    for band in range(1, degree + 1):  # per degree: 3 at most
+        lo, hi = band * band - 1, (band + 1) * (band + 1) - 1
+        turn, *_ = np.linalg.lstsq(after[:, lo:hi], before[:, lo:hi], rcond=None)  # Y(R^T d) = Y(d) @ turn
+        out[:, lo:hi] = np.einsum("jk,nkc->njc", turn, coefficients[:, lo:hi])
+    return coefficients_to_rest(out)
+
+
+def quaternion_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """A unit quaternion ``w x y z`` of a rotation matrix ``[3, 3]`` (Shepperd's method)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = np.trace(m)
+    if trace > 0.0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.empty(4)
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i], q[1 + j], q[1 + k] = 0.25 * s, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
+    q = np.asarray(q)
+    return q / np.linalg.norm(q)
+
+
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products ``a * b`` of ``w x y z`` quaternions (broadcasting ``[..., 4]``)."""
+    aw, ax, ay, az = np.moveaxis(np.asarray(a, dtype=np.float64), -1, 0)
+    bw, bx, by, bz = np.moveaxis(np.asarray(b, dtype=np.float64), -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def transform_splats(arrays: dict[str, np.ndarray], matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """The Gaussians moved by ``matrix`` ``[4, 4]`` (a rotation, a uniform scale and a
+    translation): centres moved, quaternions and view-dependent colours turned, log scales
+    shifted; opacities and DC colours unchanged. Computed in float64, returned as float32.
+    Raises ValueError for non-uniform scale, shear or mirroring, which a Gaussian's
+    rotation-and-scale form cannot hold exactly."""
+    arrays = validate(arrays)
+    m = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
+    linear = m[:3, :3]
+    det = np.linalg.det(linear)
+    scale = np.cbrt(det) if det > 0 else 0.0
+    rotation = linear / scale if scale > 0 else linear
+    if scale <= 0 or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-5):
+        raise ValueError("it has a non-uniform scale, a shear or a mirroring, which Gaussians cannot take exactly; "
+                         "make its scale uniform (the same on X, Y and Z) and positive")
+    return {
+        "means": (arrays["means"] @ linear.T + m[:3, 3]).astype(np.float32),
+        "f_dc": arrays["f_dc"],
+        "f_rest": rotate_sh(arrays["f_rest"], rotation),
+        "opacities": arrays["opacities"],
+        "scales": (arrays["scales"] + np.log(scale)).astype(np.float32),
+        "quats": quaternion_multiply(quaternion_from_rotation(rotation), arrays["quats"]).astype(np.float32),
+    }
+
+
 # -- reading ------------------------------------------------------------------------------
 def _header(path: Path, f) -> tuple[str, list[tuple[str, int, list[tuple[str, str]]]], int]:
     """(format, [(element, count, [(property, numpy type or 'list')])], data offset)."""

@@ -217,11 +217,21 @@ def import_splats(path, collection: bpy.types.Collection, name: str | None = Non
     return splat_object(name or path.stem, arrays, collection)
 
 
-def export_splats(obj, path) -> Path:
-    """Write a splat object's Gaussians (in its local frame) as a standard 3DGS ``.ply``."""
+def export_splats(obj, path, apply_transform: bool = True) -> Path:
+    """Write a splat object's Gaussians as a standard 3DGS ``.ply``: where they stand in the
+    scene (``apply_transform``: the object's world matrix applied, see
+    :func:`.splat_io.transform_splats`; a ValueError for non-uniform scale) or in the
+    object's own frame. An identity transform writes the stored values bit for bit."""
     if obj.mode == "EDIT":
         obj.update_from_editmode()
-    return splat_io.write_splats(Path(path), splat_arrays(obj))
+    arrays = splat_arrays(obj)
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    if apply_transform and not np.array_equal(matrix, np.eye(4)):
+        try:
+            arrays = splat_io.transform_splats(arrays, matrix)
+        except ValueError as exc:
+            raise ValueError(f"Cannot apply the transform of '{obj.name}': {exc}; or untick Apply Transform") from None
+    return splat_io.write_splats(Path(path), arrays)
 
 
 # -- deleting and cropping ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ active splat object back to .ply), ``recon.crop_splats`` (to a box), ``recon.del
 from pathlib import Path
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from ..addon import splat_io, splats
@@ -95,8 +94,8 @@ class RECON_OT_import_splats(bpy.types.Operator):
 
 
 class RECON_OT_export_splats(bpy.types.Operator):
-    """Export the active splat object as a standard 3DGS .ply (every attribute in float32, the
-    Gaussians in the object's own frame), for any splat viewer or trainer"""
+    """Export the active splat object as a standard 3DGS .ply (every attribute in float32), for any
+    splat viewer or trainer"""
 
     bl_idname = "recon.export_splats"
     bl_label = "Export Gaussian Splats"
@@ -105,6 +104,11 @@ class RECON_OT_export_splats(bpy.types.Operator):
     filepath: StringProperty(name="File", subtype="FILE_PATH", description="Where to write the .ply")
     filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
     check_existing: BoolProperty(default=True, options={"HIDDEN"})
+    apply_transform: BoolProperty(
+        name="Apply Transform", default=True,
+        description="Write the Gaussians where they stand in the scene: the object's location, rotation and uniform "
+                    "scale applied, view-dependent colours turned with them. Off: in the object's own frame, as imported",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -130,16 +134,15 @@ class RECON_OT_export_splats(bpy.types.Operator):
             return {"CANCELLED"}
         path = Path(bpy.path.abspath(bpy.path.ensure_ext(self.filepath, ".ply")))
         try:
-            splats.export_splats(obj, path)
-        except (OSError, ValueError) as exc:
-            self.report({"ERROR"}, f"Could not export '{obj.name}': {exc}")
+            splats.export_splats(obj, path, self.apply_transform)
+        except OSError as exc:
+            self.report({"ERROR"}, f"Could not write '{path}': {exc.strerror or exc}")
             return {"CANCELLED"}
-        count = len(obj.data.points)
-        if not np.allclose(np.array(obj.matrix_world), np.eye(4), atol=1e-6):
-            self.report({"WARNING"}, f"Exported {count:,} Gaussians to '{path}' in '{obj.name}''s own frame: "
-                                     "its location, rotation and scale are not in the file")
-        else:
-            self.report({"INFO"}, f"Exported {count:,} Gaussians to '{path}'")
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        frame = "as placed in the scene" if self.apply_transform else f"in '{obj.name}''s own frame"
+        self.report({"INFO"}, f"Exported {len(obj.data.points):,} Gaussians to '{path}' ({frame})")
         return {"FINISHED"}
 
 

@@ -145,3 +145,50 @@ def test_empty_file_round_trips(tmp_path):
 def test_dc_colour():
     rgb = np.array([[0.0, 0.5, 1.0]], np.float32)
     np.testing.assert_allclose(splat_io.dc_to_rgb(splat_io.rgb_to_dc(rgb)), rgb, atol=1e-6)
+
+
+def rotation_matrix(axis, angle) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def covariances(splats) -> np.ndarray:
+    q = splats["quats"].astype(np.float64)
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    R = np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                  np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                  np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], 1)
+    variances = np.exp(2.0 * splats["scales"].astype(np.float64))
+    return np.einsum("nij,nj,nkj->nik", R, variances, R)
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7, 2.5, np.pi])
+def test_transform_moves_turns_and_scales_gaussians_and_their_colours(angle):
+    splats = random_splats(30, 3, seed=5)
+    U = rotation_matrix([0.3, -1.0, 0.5], angle)
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = 1.7 * U, [1.0, -2.0, 0.5]
+    moved = splat_io.transform_splats(splats, matrix)
+    np.testing.assert_allclose(moved["means"], splats["means"] @ (1.7 * U).T + [1.0, -2.0, 0.5], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(covariances(moved), 1.7**2 * U @ covariances(splats) @ U.T, rtol=1e-4, atol=1e-9)
+    np.testing.assert_array_equal(moved["opacities"], splats["opacities"])
+    np.testing.assert_array_equal(moved["f_dc"], splats["f_dc"])
+    # the colour seen from direction U d after is the colour seen from d before
+    d = np.random.default_rng(1).normal(size=(50, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    before = np.einsum("kj,njc->nkc", splat_io.sh_basis(d, 3), splat_io.rest_to_coefficients(splats["f_rest"]))
+    after = np.einsum("kj,njc->nkc", splat_io.sh_basis(d @ U.T, 3), splat_io.rest_to_coefficients(moved["f_rest"]))
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_transform_refuses_what_gaussians_cannot_hold():
+    splats = random_splats(3, 1)
+    for linear in (np.diag([1.0, 2.0, 1.0]), np.diag([-1.0, 1.0, 1.0]), np.array([[1, 0.5, 0], [0, 1, 0], [0, 0, 1]])):
+        matrix = np.eye(4)
+        matrix[:3, :3] = linear
+        with pytest.raises(ValueError, match="non-uniform scale"):
+            splat_io.transform_splats(splats, matrix)
+    same = splat_io.transform_splats(splats, np.eye(4))
+    for key in splat_io.KEYS:
+        np.testing.assert_allclose(same[key], splats[key], atol=1e-6)

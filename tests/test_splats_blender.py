@@ -427,3 +427,25 @@ def test_eevee_render_matches_the_3dgs_formula(empty_scene, tmp_path):
     c2w = np.array(Matrix.LocRotScale(Vector(CAMERA_LOCATION), Euler(CAMERA_ROTATION), None), dtype=np.float64)
     focal_px = 50.0 / 36.0 * size  # the default camera: 50 mm lens, 36 mm sensor
     assert psnr(image, reference_render(splats, c2w, focal_px, size, "ray")) > 35.0
+
+
+def test_export_applies_the_objects_transform(empty_scene, tmp_path):
+    import bpy
+
+    splats = random_splats(100, 3, seed=4)
+    obj = import_file(splat_io.write_splats(tmp_path / "turned.ply", splats))
+    obj.location, obj.rotation_euler, obj.scale = (1.0, 2.0, -0.5), (0.4, -0.2, 1.1), (1.5, 1.5, 1.5)
+    bpy.context.view_layer.update()
+    assert bpy.ops.recon.export_splats(filepath=str(tmp_path / "placed.ply")) == {"FINISHED"}
+    placed = splat_io.read_splats(tmp_path / "placed.ply")
+    expected = splat_io.transform_splats(splats, np.array(obj.matrix_world))
+    for key in splat_io.KEYS:
+        np.testing.assert_allclose(placed[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    assert bpy.ops.recon.export_splats(filepath=str(tmp_path / "own.ply"), apply_transform=False) == {"FINISHED"}
+    own = splat_io.read_splats(tmp_path / "own.ply")
+    for key in splat_io.KEYS:
+        np.testing.assert_array_equal(own[key], splats[key], err_msg=key)
+    obj.scale = (1.0, 2.0, 1.0)
+    with pytest.raises(RuntimeError, match="Cannot apply the transform of 'turned'.*non-uniform scale.*untick Apply"):
+        bpy.ops.recon.export_splats(filepath=str(tmp_path / "stretched.ply"))
+    assert not (tmp_path / "stretched.ply").exists()
