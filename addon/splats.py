@@ -255,6 +255,7 @@ def keep_splats(obj, keep: np.ndarray) -> int:
     with rollback_on_error() as created:
         scratch = _point_cloud_object(data.name, positions, columns, bpy.context.scene.collection, created)
         new_data = scratch.data
+        created.append(new_data)
         bpy.data.objects.remove(scratch)
         for material in data.materials:
             new_data.materials.append(material)
