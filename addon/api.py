@@ -127,3 +127,19 @@ def export_cameras(objects: Iterable[bpy.types.Object], folder: str | Path, form
     text model (``folder/colmap``) and/or ``folder/transforms.json``; returns what was written."""
     cameras = [o for o in objects if o.type == "CAMERA"]
     return reconstruction.export_cameras(cameras, bpy.context.scene, str(folder), set(formats), list(points))
+
+
+def import_splats(path: str | Path, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
+    """Import a standard 3DGS ``.ply`` as one splat object (into ``collection``, else the
+    scene's); raises ValueError naming the file when it is not splats."""
+    from . import splats
+
+    return splats.import_splats(Path(path), collection or bpy.context.scene.collection)
+
+
+def export_splats(obj: bpy.types.Object, path: str | Path, apply_transform: bool = True) -> Path:
+    """Write a splat object as a standard 3DGS ``.ply`` (where it stands in the scene, unless
+    ``apply_transform`` is False)."""
+    from . import splats
+
+    return splats.export_splats(obj, Path(path), apply_transform)
