@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Anny (PyPI ``anny``: Apache-2.0 code, CC0 MakeHuman assets inside its wheel) as a
+:class:`~backend.body.model.BodyModel`.
+
+Shape parameters are Anny's six phenotypes (gender, age, muscle, weight, height,
+proportions), each in 0..1. Rigs: ``default`` (Anny's own 104-bone skeleton), ``mixamo``
+(Mixamo bone names, so standard animations retarget) and ``game_engine`` (Unreal-style
+names).
+
+The first construction of a rig on a machine builds Anny's model data from its assets
+(about 2.5 minutes on 2 cores; on disk about 0.8 GB for the first rig, 0.3 GB per further
+rig) and caches it. The cache goes to ``$RECON_CACHE_DIR/anny`` when ``RECON_CACHE_DIR``
+is set, else to ``$ANNY_CACHE_DIR``, else to Anny's default ``~/.cache/anny``. Skinning
+runs in PyTorch (``skinning_method="lbs"``), so NVIDIA Warp is never imported and compiles
+nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError, require
+from .model import COCO17_NAMES, BodyModel
+
+log = logging.getLogger("recon.body")
+
+RIGS = {"default": "anny", "mixamo": "mixamo", "game_engine": "game_engine"}
+
+_SIDES = {"l": ("L", "Left", "l"), "r": ("R", "Right", "r")}
+
+
+def _joint_map(rig: str) -> dict[str, str]:
+    """MAP_JOINTS name -> bone name, for one of :data:`RIGS`."""
+    names: dict[str, str] = {}
+    for side, (dot, word, low) in _SIDES.items():
+        if rig == "default":
+            names.update({f"collar_{side}": f"clavicle.{dot}", f"shoulder_{side}": f"upperarm01.{dot}",
+                          f"elbow_{side}": f"lowerarm01.{dot}", f"wrist_{side}": f"wrist.{dot}",
+                          f"hip_{side}": f"upperleg01.{dot}", f"knee_{side}": f"lowerleg01.{dot}",
+                          f"ankle_{side}": f"foot.{dot}"})
+        elif rig == "mixamo":
+            names.update({f"collar_{side}": f"mixamorig:{word}Shoulder", f"shoulder_{side}": f"mixamorig:{word}Arm",
+                          f"elbow_{side}": f"mixamorig:{word}ForeArm", f"wrist_{side}": f"mixamorig:{word}Hand",
+                          f"hip_{side}": f"mixamorig:{word}UpLeg", f"knee_{side}": f"mixamorig:{word}Leg",
+                          f"ankle_{side}": f"mixamorig:{word}Foot"})
+        else:
+            names.update({f"collar_{side}": f"clavicle_{low}", f"shoulder_{side}": f"upperarm_{low}",
+                          f"elbow_{side}": f"lowerarm_{low}", f"wrist_{side}": f"hand_{low}",
+                          f"hip_{side}": f"thigh_{low}", f"knee_{side}": f"calf_{low}", f"ankle_{side}": f"foot_{low}"})
+    if rig == "default":
+        names.update(root="root", spine_lower="spine05", spine_mid="spine03", spine_upper="spine01",
+                     neck="neck01", head="head")
+    elif rig == "mixamo":
+        names.update(root="mixamorig:Hips", spine_lower="mixamorig:Spine", spine_mid="mixamorig:Spine1",
+                     spine_upper="mixamorig:Spine2", neck="mixamorig:Neck", head="mixamorig:Head")
+    else:
+        names.update(root="Root", spine_lower="spine_01", spine_mid="spine_02", spine_upper="spine_03",
+                     neck="neck_01", head="head")
+    return names
+
+
+def cache_dir() -> Path:
+    """Where Anny's built model data is cached (see the module's docstring)."""
+    if os.environ.get("RECON_CACHE_DIR"):
+        return Path(os.environ["RECON_CACHE_DIR"]).expanduser() / "anny"
+    if os.environ.get("ANNY_CACHE_DIR"):
+        return Path(os.environ["ANNY_CACHE_DIR"]).expanduser()
+    return Path.home() / ".cache" / "anny"
+
+
+def adult_default() -> dict[str, float]:
+    """The shape the fit starts from and is regularised towards: an adult of middle build."""
+    return {"gender": 0.5, "age": 0.75, "muscle": 0.5, "weight": 0.5, "height": 0.45, "proportions": 0.5}
+
+
+@functools.lru_cache(maxsize=4)
+def load_anny(rig: str = "default") -> BodyModel:
+    """The Anny body model with one of :data:`RIGS`; cached per process."""
+    if rig not in RIGS:
+        raise InputError(f"Unknown Anny rig {rig!r}.", f"Use one of: {', '.join(RIGS)}.")
+    require("anny", "The Anny body model")
+    import anny
+    import anny.paths
+
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    anny.paths.set_anny_cache_path(folder)
+    started = time.perf_counter()
+    module = anny.Anny(rig=RIGS[rig], skinning_method="lbs").float()
+    module.requires_grad_(False)
+    seconds = time.perf_counter() - started
+    log.info("Anny (%s rig) ready in %.1f s (cache %s)", rig, seconds, folder)
+
+    bone_names = list(module.bone_labels)
+    parents = np.asarray(module.bone_parents, dtype=np.int64)
+    parents[0] = -1
+    index = {name: i for i, name in enumerate(bone_names)}
+    joint_map = {key: index[name] for key, name in _joint_map(rig).items()}
+
+    regressors = torch.load(anny.paths.get_anny_root_dir() / "data" / "keypoints" / "coco.pth", weights_only=True)
+    base = module.base_mesh_vertex_indices
+    vertex_regressor = torch.stack([regressors[name][base].float() for name in COCO17_NAMES])
+    vertex_regressor = vertex_regressor / vertex_regressor.sum(1, keepdim=True)
+
+    weights = module.vertex_bone_weights.float()
+    weights = weights / weights.sum(1, keepdim=True)
+    labels = list(module.phenotype_labels)
+    default = adult_default()
+    J = len(bone_names)
+
+    def shape_to_coeffs(shape: torch.Tensor) -> torch.Tensor:
+        batch = shape.shape[0]
+        empty = shape.new_zeros(batch, 0)
+        return module._get_phenotype_blendshape_coefficients(shape, empty, empty)
+
+    def rest_frames(coeffs: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        return module.get_rest_model(coeffs)["rest_bone_poses"][..., :3, :3]
+
+    return BodyModel(
+        name="anny",
+        rig=rig,
+        bone_names=bone_names,
+        parents=parents,
+        faces=module.faces.numpy().astype(np.int64),
+        template=module.template_vertices.float(),
+        shape_dirs=module.blendshapes.float(),
+        joint_template=module.template_bone_heads.float(),
+        joint_dirs=module.bone_heads_blendshapes.float(),
+        skin_indices=module.vertex_bone_indices.long(),
+        skin_weights=weights,
+        keypoint_vertex_regressor=vertex_regressor,
+        keypoint_joint_regressor=torch.zeros(17, J),
+        keypoint_valid=torch.ones(17, dtype=torch.bool),
+        shape_names=labels,
+        shape_lo=torch.zeros(len(labels)),
+        shape_hi=torch.ones(len(labels)),
+        shape_default=torch.tensor([default.get(label, 0.5) for label in labels]),
+        shape_to_coeffs=shape_to_coeffs,
+        joint_map=joint_map,
+        rest_frames=rest_frames,
+        info={"version": getattr(anny, "__version__", ""), "load_seconds": round(seconds, 2), "cache": str(folder)},
+    )
