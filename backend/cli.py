@@ -32,6 +32,7 @@ JOB_COMMANDS = (
     ("deform", "fit a template mesh to a point cloud"),
     ("sfm", "photos to calibrated cameras and a sparse point cloud"),
     ("import", "read a COLMAP model or transforms.json into Recon's cameras.npz and points"),
+    ("body", "photos of a person to a posed, rigged human body (Anny, or an SMPL-family file)"),
 )
 
 

@@ -16,6 +16,7 @@ KINDS = {
     "deform": "backend.jobs.deform",
     "sfm": "backend.jobs.sfm",
     "import": "backend.jobs.import_scene",
+    "body": "backend.jobs.body",
 }
 
 
