@@ -8,11 +8,13 @@ proportions), each in 0..1. Rigs: ``default`` (Anny's own 104-bone skeleton), ``
 names).
 
 The first construction of a rig on a machine builds Anny's model data from its assets
-(about 2.5 minutes on 2 cores; on disk about 0.8 GB for the first rig, 0.3 GB per further
-rig) and caches it. The cache goes to ``$RECON_CACHE_DIR/anny`` when ``RECON_CACHE_DIR``
-is set, else to ``$ANNY_CACHE_DIR``, else to Anny's default ``~/.cache/anny``. Skinning
-runs in PyTorch (``skinning_method="lbs"``), so NVIDIA Warp is never imported and compiles
-nothing.
+(2.5 to 3 minutes on 2 cores, 0.8 GB of intermediate files) and caches it; later ones load
+the cache in about a second. The cache goes to ``$RECON_CACHE_DIR/anny`` when
+``RECON_CACHE_DIR`` is set, else to ``$ANNY_CACHE_DIR`` when that is set, else to
+``~/.cache/recon/anny``. In a folder of Recon's own (not ``$ANNY_CACHE_DIR``) only the
+compact model data Anny loads later is kept (50 MB per rig); the intermediates are removed.
+Skinning runs in PyTorch (``skinning_method="lbs"``), so NVIDIA Warp is never imported and
+compiles nothing.
 """
 
 from __future__ import annotations
@@ -66,13 +68,28 @@ def _joint_map(rig: str) -> dict[str, str]:
     return names
 
 
-def cache_dir() -> Path:
-    """Where Anny's built model data is cached (see the module's docstring)."""
+def cache_dir() -> tuple[Path, bool]:
+    """Where Anny's built model data is cached (see the module's docstring), and whether
+    the folder is Recon's own (so its intermediates may be removed)."""
     if os.environ.get("RECON_CACHE_DIR"):
-        return Path(os.environ["RECON_CACHE_DIR"]).expanduser() / "anny"
+        return Path(os.environ["RECON_CACHE_DIR"]).expanduser() / "anny", True
     if os.environ.get("ANNY_CACHE_DIR"):
-        return Path(os.environ["ANNY_CACHE_DIR"]).expanduser()
-    return Path.home() / ".cache" / "anny"
+        return Path(os.environ["ANNY_CACHE_DIR"]).expanduser(), False
+    return Path.home() / ".cache" / "recon" / "anny", True
+
+
+KEPT = "build_compact_model_data_"  # what Anny loads once a rig is built
+
+
+def _prune(folder: Path) -> None:
+    """Remove the intermediate files of Anny's builds (it only reads the compact data back;
+    a build keeps what it needs in memory)."""
+    for path in folder.rglob("*.safetensors"):
+        if not path.name.startswith(KEPT):
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.warning("could not remove Anny's intermediate file %s: %s", path, exc)
 
 
 def adult_default() -> dict[str, float]:
@@ -89,11 +106,13 @@ def load_anny(rig: str = "default") -> BodyModel:
     import anny
     import anny.paths
 
-    folder = cache_dir()
+    folder, ours = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     anny.paths.set_anny_cache_path(folder)
     started = time.perf_counter()
     module = anny.Anny(rig=RIGS[rig], skinning_method="lbs").float()
+    if ours:
+        _prune(folder)
     module.requires_grad_(False)
     seconds = time.perf_counter() - started
     log.info("Anny (%s rig) ready in %.1f s (cache %s)", rig, seconds, folder)

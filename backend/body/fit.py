@@ -397,7 +397,7 @@ def _stage(problem: _Problem, params: list[torch.Tensor], loss_fn: Callable[[], 
         loss.backward()
         calls[0] += 1
         if progress is not None and calls[0] % 5 == 0:
-            progress(name, min(done[0] + calls[0] // 2, total), total, f"{name}: loss {float(loss):.3f}")
+            progress(name, min(done[0] + calls[0] // 2, total), total, f"{name}: loss {float(loss.detach()):.3f}")
         return loss
 
     optimizer.step(closure)
