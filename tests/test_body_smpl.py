@@ -247,3 +247,19 @@ def test_body_arrays_pose_in_blender_as_in_the_model(smpl_model):
     assert abs(float(body["vertices"][:, 2].min())) < 1e-4
     assert np.allclose(body["w2c"][0][:3, :3], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
     assert body["keypoints_2d"].shape == (1, 17, 2) and body["photo_names"][0] == "photo.jpg"
+
+
+def test_silhouette_term_pulls_vertices_into_the_mask(smpl_model):
+    truth = posed_truth(smpl_model, seed=2)
+    K = np.array([[900.0, 0, 320], [0, 900.0, 240], [0, 0, 1]])
+    uv = _project(truth, K, _camera(0.0))
+    keypoints = np.concatenate([uv, np.ones((17, 1))], 1)
+    mask = np.zeros((480, 640), np.float32)
+    x0, y0 = uv.min(0).astype(int)
+    x1, y1 = uv.max(0).astype(int)
+    mask[y0:y1, x0:x1] = 1.0  # the keypoints' box as the person's outline
+    settings = FitSettings(camera_steps=15, body_steps=(10, 10, 10, 15), w_silhouette=10.0, silhouette_vertices=200)
+    result = fit_body(smpl_model, [View("masked", K, np.eye(4), 640, 480, keypoints, mask)], settings)
+    valid = smpl_model.keypoint_valid.numpy()
+    assert np.median(np.linalg.norm(result.keypoints_2d[0] - uv, axis=1)[valid]) < 3.0
+    assert "body4" in result.stage_losses and np.isfinite(result.loss)

@@ -123,7 +123,7 @@ def overlay_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, K: 
     shade = 0.35 + 0.65 * np.abs((normals * view).sum(1))
     edges = np.linalg.norm(uv[faces[:, 0]] - uv[faces[:, 1]], axis=1)
     edges = edges[np.isfinite(edges)]
-    size = int(np.clip(np.ceil(1.5 * np.median(edges)) + 1 if len(edges) else 2, 2, 10))
+    size = int(np.clip(np.ceil(np.percentile(edges, 90)) + 1 if len(edges) else 2, 2, 12))
     ok = z > 1e-3
     offsets = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(-1, 2) - size / 2 + 0.5
     x = np.floor(uv[ok, None, 0] + offsets[None, :, 0]).astype(np.int64).ravel()

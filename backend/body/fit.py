@@ -79,6 +79,7 @@ class FitSettings:
     flip: str = "auto"  # "auto": try both facings when the shoulders are ambiguous; "always"; "never"
     metric_cameras: bool = False  # several photos: the cameras are in metres (else a free scale)
     w_silhouette: float = 0.0  # weight of the mask term in the last stage (0: off)
+    silhouette_vertices: int = 1000  # vertices the mask term samples
     min_confidence: float = 0.3  # keypoints below this are ignored
     ambiguous_ratio: float = 0.35  # shoulder and hip width / torso length below this: try both facings
 
@@ -204,14 +205,34 @@ class Rig:
         """Model-axis rotation vectors [F-1, 3] of anatomical coefficients [F-1, 3]."""
         return torch.einsum("fij,fj->fi", self.basis, coefs)
 
-    def keypoints(self, coeffs: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
-        """Model-space COCO-17 [17, 3] of blend-shape coefficients [C] and joint coefficients [F-1, 3]."""
-        A = self.A0 + (coeffs @ self.dA).reshape(self.A0.shape)
+    def transforms(self, coeffs: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
+        """Skinning transforms [F, 3, 4] of the fitted bones."""
         heads = self.H0 + (coeffs @ self.dH).reshape(self.H0.shape)
         rot = rotvec_to_matrix(self.rotvecs(coefs))
         rot = torch.cat([torch.eye(3)[None], rot], 0)
-        G = chain_transforms(self.parents, heads[None], rot[None])[0]  # [F, 3, 4]
+        return chain_transforms(self.parents, heads[None], rot[None])[0]
+
+    def keypoints(self, coeffs: torch.Tensor, coefs: torch.Tensor, G: torch.Tensor | None = None) -> torch.Tensor:
+        """Model-space COCO-17 [17, 3] of blend-shape coefficients [C] and joint coefficients [F-1, 3]."""
+        A = self.A0 + (coeffs @ self.dA).reshape(self.A0.shape)
+        G = self.transforms(coeffs, coefs) if G is None else G
         return torch.einsum("fij,kfj->ki", G[..., :3], A) + self.S @ G[..., 3]
+
+    def sample_vertices(self, count: int, seed: int = 0) -> None:
+        """Keep ``count`` random vertices for the silhouette term (their rest positions per
+        shape basis vector and their weights on the fitted bones)."""
+        generator = torch.Generator().manual_seed(seed)
+        V = self.model.num_vertices
+        index = torch.randperm(V, generator=generator)[:min(count, V)]
+        self.sample_template = self.model.template[index]  # [n, 3]
+        self.sample_dirs = self.model.shape_dirs[:, index].reshape(len(self.model.shape_dirs), -1).contiguous()
+        self.sample_weights = self.vertex_group_weights[index]  # [n, F]
+
+    def sample_posed(self, coeffs: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """The sampled vertices [n, 3] posed, model space."""
+        rest = self.sample_template + (coeffs @ self.sample_dirs).reshape(self.sample_template.shape)
+        blended = torch.einsum("nf,fij->nij", self.sample_weights, G)
+        return (blended[..., :3] @ rest[..., None])[..., 0] + blended[..., 3]
 
     def full_rotvecs(self, coefs: torch.Tensor) -> torch.Tensor:
         """Per-bone rotation vectors [J, 3] of the whole skeleton (zero but at fitted joints)."""
@@ -344,10 +365,61 @@ class _Problem:
         return s, R, self.t
 
     def world_keypoints(self) -> torch.Tensor:
+        return self.world_points()[0]
+
+    def world_points(self, vertices: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """World keypoints [17, 3], and the silhouette's sampled vertices [n, 3] when asked."""
         coeffs = self.rig.model.coeffs(self.shape()[None])[0]
-        local = self.rig.keypoints(coeffs, self.coefs)
+        G = self.rig.transforms(coeffs, self.coefs)
+        local = self.rig.keypoints(coeffs, self.coefs, G)
         s, R, t = self.placement()
-        return s * local @ R.T + t
+        sampled = s * self.rig.sample_posed(coeffs, G) @ R.T + t if vertices else None
+        return s * local @ R.T + t, sampled
+
+    def prepare_silhouettes(self, samples: int = 300, seed: int = 0) -> None:
+        """Per view with a mask: the distance (pixels) to the mask outside it, on a grid of at
+        most 160 px, and ``samples`` pixels inside it."""
+        from scipy.ndimage import distance_transform_edt
+
+        rng = np.random.default_rng(seed)
+        self.silhouettes = []
+        for p, view in enumerate(self.views):
+            if view.mask is None:
+                continue
+            mask = np.asarray(view.mask, dtype=np.float32) > 0.5
+            if mask.sum() < 20:
+                continue
+            step = max(1, int(math.ceil(max(mask.shape) / 160)))
+            small = mask[::step, ::step]
+            outside = distance_transform_edt(~small) * step  # pixels to the mask, 0 inside
+            inside = np.argwhere(mask)
+            pick = inside[rng.choice(len(inside), size=min(samples, len(inside)), replace=False)]
+            sx, sy = view.width / mask.shape[1], view.height / mask.shape[0]  # mask to camera pixels
+            self.silhouettes.append({
+                "view": p,
+                "distance": torch.as_tensor(outside * sx, dtype=torch.float32)[None, None],  # [1, 1, h, w]
+                "grid_scale": torch.tensor([2.0 / (small.shape[1] * step * sx), 2.0 / (small.shape[0] * step * sy)]),
+                "pixels": torch.as_tensor(pick[:, ::-1].copy() * [sx, sy], dtype=torch.float32) + 0.5,  # [M, 2] x, y
+            })
+
+    def silhouette_term(self, vertices: torch.Tensor) -> torch.Tensor:
+        """Sampled vertices outside the person's mask, and mask pixels far from every vertex
+        (squared, in percent of the person's size; the second capped at 5 %, since clothes
+        and hair reach beyond the body)."""
+        total = vertices.new_zeros(())
+        if not self.silhouettes:
+            return total
+        uv, _ = self.project(vertices)
+        for item in self.silhouettes:
+            p = item["view"]
+            unit = self.unit[p, 0]
+            grid = (uv[p] * item["grid_scale"] - 1.0)[None, None]  # [1, 1, n, 2] in -1..1
+            outside = torch.nn.functional.grid_sample(item["distance"], grid, align_corners=False,
+                                                      padding_mode="border")[0, 0, 0]  # [n]
+            total = total + ((outside / unit) ** 2).mean()
+            gap = torch.cdist(item["pixels"], uv[p]).min(1).values / unit  # [M]
+            total = total + (gap.clamp(max=5.0) ** 2).mean()
+        return total
 
     def project(self, world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels [P, N, 2] and depths [P, N] of world points [N, 3] in every view."""
@@ -457,6 +529,9 @@ def _initial_placement(problem: _Problem, facing: float, up2d: np.ndarray | None
 def _fit_once(rig: Rig, views: list[View], settings: FitSettings, cameras_known: bool, facing: float,
               up2d: np.ndarray | None, progress: Progress | None, done: list[int], total: int) -> _Problem:
     problem = _Problem(rig, views, settings, free_scale=cameras_known and len(views) >= 2 and not settings.metric_cameras)
+    problem.silhouettes = []
+    if settings.w_silhouette > 0:
+        problem.prepare_silhouettes()
     _initial_placement(problem, facing, up2d, settings, cameras_known)
     torso_mask = torch.zeros(17)
     torso_mask[list(TORSO)] = 1.0
@@ -472,11 +547,16 @@ def _fit_once(rig: Rig, views: list[View], settings: FitSettings, cameras_known:
     def body_loss_at(i: int):
         w_pose, w_shape, sigma = settings.pose_prior[i], settings.shape_prior[i], settings.gm_sigma[i]
 
+        silhouette = settings.w_silhouette > 0 and bool(problem.silhouettes) and i == len(settings.body_steps) - 1
+
         def body_loss():
             pose, limits, shape = problem.prior_terms()
-            world_kp = problem.world_keypoints()
-            return (problem.data_term(world_kp, sigma=sigma) + w_pose * pose + settings.w_limits * limits
+            world_kp, vertices = problem.world_points(vertices=silhouette)
+            loss = (problem.data_term(world_kp, sigma=sigma) + w_pose * pose + settings.w_limits * limits
                     + w_shape * shape + settings.w_face * problem.face_term(world_kp))
+            if silhouette:
+                loss = loss + settings.w_silhouette * problem.silhouette_term(vertices)
+            return loss
         return body_loss
 
     for i, steps in enumerate(settings.body_steps):
@@ -522,6 +602,8 @@ def _fit(model: BodyModel, views: list[View], settings: FitSettings, cameras_kno
          progress: Progress | None, started: float) -> FitResult:
     with torch.no_grad():
         rig = Rig(model)
+        if settings.w_silhouette > 0:
+            rig.sample_vertices(settings.silhouette_vertices)
     facing, clarity, up2d = 1.0, 1.0, None
     if not (cameras_known and len(views) >= 2):
         best = max(views, key=lambda v: (v.keypoints[:, 2] >= settings.min_confidence).sum())

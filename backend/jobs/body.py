@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Job ``body``: photos of a person to a posed, rigged human body.
 
-Keypoints come from MediaPipe Pose (COCO-17, with the person's mask) or from a COCO or
-OpenPose keypoint JSON (``--keypoints``, a file or a folder of them). The body model is
+Keypoints come from MediaPipe Pose (COCO-17, with the person's mask, whose outline the last
+stage of the fit also matches: ``--silhouette``) or from a COCO or OpenPose keypoint JSON
+(``--keypoints``, a file or a folder of them). The body model is
 Anny (``--model anny``, the default; ``--rig default|mixamo|game_engine``) or an
 SMPL/SMPL-H/SMPL-X file (``--model PATH``, .npz or .pkl). One photo is fitted on its own;
 several photos need their cameras (``--cameras cameras.npz`` from the ``sfm`` job) and are
@@ -93,6 +94,8 @@ class Config:
                                "always, or never", ("auto", "always", "never"))
     metric_cameras: bool = option(False, "The cameras are in metres (else the body's scale in their world is fitted)")
     min_confidence: float = option(0.3, "Keypoints less confident than this are ignored", minimum=0.0)
+    silhouette: float = option(10.0, "Weight of the person's outline (MediaPipe's mask) in the last stage; 0: off",
+                               minimum=0.0)
     max_people: int = option(3, "People to look for in each photo (the largest is fitted)", minimum=1)
 
 
@@ -252,7 +255,8 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
 
     steps = [max(1, round(config.iterations * f)) for f in (0.2, 0.2, 0.25, 0.35)]
     settings = FitSettings(camera_steps=config.camera_iterations, body_steps=tuple(steps), fit_shape=config.fit_shape,
-                           flip=config.flip, metric_cameras=config.metric_cameras, min_confidence=config.min_confidence)
+                           flip=config.flip, metric_cameras=config.metric_cameras, min_confidence=config.min_confidence,
+                           w_silhouette=config.silhouette)
 
     def progress(stage: str, done: int, total: int, message: str) -> None:
         ctx.check_cancelled()
