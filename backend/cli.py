@@ -33,6 +33,7 @@ JOB_COMMANDS = (
     ("sfm", "photos to calibrated cameras and a sparse point cloud"),
     ("import", "read a COLMAP model or transforms.json into Recon's cameras.npz and points"),
     ("body", "photos of a person to a posed, rigged human body (Anny, or an SMPL-family file)"),
+    ("body_shape", "a fitted body (body.npz) with new shape parameters, in the same pose"),
 )
 
 

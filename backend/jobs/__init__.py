@@ -17,6 +17,7 @@ KINDS = {
     "sfm": "backend.jobs.sfm",
     "import": "backend.jobs.import_scene",
     "body": "backend.jobs.body",
+    "body_shape": "backend.jobs.body_shape",
 }
 
 
