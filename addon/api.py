@@ -143,3 +143,62 @@ def export_splats(obj: bpy.types.Object, path: str | Path, apply_transform: bool
     from . import splats
 
     return splats.export_splats(obj, Path(path), apply_transform)
+
+
+def submit_fit_body(
+    photos: Iterable[bpy.types.Image] | str | Path | None = None,
+    cameras: Iterable[bpy.types.Object] | None = None,
+    keypoints: str | Path = "",
+    model: str | Path = "anny",
+    **settings,
+) -> tuple[Job, Callable[[], tuple[bpy.types.Object, bpy.types.Object, list[bpy.types.Object]]]]:
+    """Start fitting a rigged human body to ``photos`` (image datablocks, or a photo file or
+    folder) or to ``cameras`` (camera objects with background photos, fitted jointly in their
+    world). ``keypoints``: a COCO or OpenPose JSON instead of detecting; ``model``: "anny" or
+    the path of an SMPL-family file; ``settings``: any of ``rig, num_betas, focal_35mm,
+    iterations, camera_iterations, fit_shape, flip, metric_cameras, min_confidence,
+    max_people``. The finish function returns (armature, mesh, cameras made for the photo)."""
+    from . import body
+
+    unknown = sorted(set(settings) - set(body.CONFIG_NAMES))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; valid: {list(body.CONFIG_NAMES)}")
+    defaults = {name: prop.keywords["default"] for name, prop in body.settings_properties().items()
+                if name in body.CONFIG_NAMES}
+    config = {**defaults, **settings}
+    images = photo_path = None
+    if isinstance(photos, (str, Path)):
+        photo_path = str(photos)
+    elif photos is not None:
+        images = list(photos)
+    kind, model_file = ("ANNY", "") if str(model) == "anny" else ("FILE", str(model))
+    job = _submit(lambda: body.prepare(bpy.context, config, images=images, cameras=list(cameras or []),
+                                       photo_path=photo_path or "", keypoints=str(keypoints or ""), model=kind,
+                                       model_file=model_file))
+    return job, _finisher(job, lambda: body.import_result(job, bpy.context.scene))
+
+
+def fit_body(photos=None, cameras=None, keypoints: str | Path = "", model: str | Path = "anny", **settings):
+    """Fit a rigged human body to photos or cameras (see :func:`submit_fit_body`); returns
+    (armature, mesh, cameras)."""
+    _job, finish = submit_fit_body(photos, cameras, keypoints, model, **settings)
+    return finish()
+
+
+def submit_set_body_shape(body_object: bpy.types.Object, **values: float) -> tuple[Job, Callable[[], bpy.types.Object]]:
+    """Start giving a fitted body (its rig or its mesh) new shape parameters, by name (Anny:
+    ``gender, age, muscle, weight, height, proportions`` in 0..1; SMPL: ``beta0``...); the
+    others keep their slider values. The finish function returns the armature."""
+    from . import body
+
+    armature = body.body_armature(body_object)
+    if armature is None:
+        raise ReconJobError(f"'{body_object.name}' is not a body fitted by Recon.")
+    job = _submit(lambda: body.prepare_shape(armature, values))
+    return job, _finisher(job, lambda: body.import_shape_result(job))
+
+
+def set_body_shape(body_object: bpy.types.Object, **values: float) -> bpy.types.Object:
+    """Give a fitted body new shape parameters in place, keeping its pose; returns the armature."""
+    _job, finish = submit_set_body_shape(body_object, **values)
+    return finish()
