@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -29,6 +31,18 @@ pytestmark = pytest.mark.blender
 
 # Anny's built model data: once per checkout, inside the virtual environment (as tests/test_body_cli.py)
 os.environ.setdefault("RECON_CACHE_DIR", str(ROOT / ".venv" / "recon-cache"))
+
+
+def write_png(path, rgb: np.ndarray) -> None:
+    """A minimal RGB PNG (a test photo)."""
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[row].astype(np.uint8).tobytes() for row in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 # -- a synthetic body (numpy only) -------------------------------------------------------------
@@ -267,8 +281,6 @@ def new_collection(scene, name="Recon Body test"):
 def test_body_arrays_become_a_posed_rig_that_matches_the_backend(empty_scene, blender, tmp_path, correctives):
     import bpy
 
-    from tests.test_sfm import write_png
-
     body_mod = ext(blender, "addon.body")
     converters = ext(blender, "addon.converters")
     body = synthetic_body(seed=1, correctives=correctives)
@@ -348,8 +360,6 @@ def test_cameras_with_photos_go_to_the_job_with_their_cameras(empty_scene, blend
     cameras.npz whose names are the photo files."""
     import bpy
 
-    from tests.test_sfm import write_png
-
     body_mod = ext(blender, "addon.body")
     converters = ext(blender, "addon.converters")
     rng = np.random.default_rng(3)
@@ -376,15 +386,45 @@ def test_cameras_with_photos_go_to_the_job_with_their_cameras(empty_scene, blend
 # -- through the real backend ------------------------------------------------------------------
 
 
+# Run in a child process (torch never loads into Blender's): the synthetic SMPL-layout model of
+# tests/test_body_smpl.py, and two views of a posed person of it (scaled 2.5 into the cameras'
+# world, as an SfM world would be): the photos' keypoints as a COCO JSON, and the cameras.
+SMPL_SCENE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from backend.body.smpl import load_smpl
+from tests.test_body_cli import _coco
+from tests.test_body_smpl import _camera, _project, posed_truth, synthetic_smpl
+folder = Path(sys.argv[1])
+np.savez(folder / "SMPL_SYNTHETIC.npz", **synthetic_smpl())
+truth = posed_truth(load_smpl(folder / "SMPL_SYNTHETIC.npz"), seed=5) * 2.5 + [0.3, -0.2, 1.0]
+K = np.array([[700.0, 0, 320], [0, 700.0, 240], [0, 0, 1]])
+w2c = np.stack([_camera(0.2, 7.5), _camera(1.6, 7.5)])
+w2c[:, :3, 3] -= np.einsum("nij,j->ni", w2c[:, :3, :3], [0.3, -0.2, 1.0])
+names = ["a.png", "b.png"]
+np.savez(folder / "cameras.npz", names=np.array(names), K=np.stack([K, K]), w2c=w2c, width=np.array([640, 640]),
+         height=np.array([480, 480]))
+uv = {name: [_project(truth, K, w2c[i])] for i, name in enumerate(names)}
+(folder / "keypoints.json").write_text(json.dumps(_coco(uv)))
+"""
+
+
 @pytest.fixture(scope="module")
-def smpl_body(tmp_path_factory):
-    """A synthetic SMPL-layout model file (tests/test_body_smpl.py's, written by a child
-    process so torch never loads into Blender's) and a posed body of it from the backend's
-    ``body_shape`` job: real pose correctives."""
+def smpl_scene(tmp_path_factory):
     folder = tmp_path_factory.mktemp("smpl")
+    subprocess.run([sys.executable, "-c", SMPL_SCENE, str(folder)], cwd=ROOT, check=True, timeout=300)
+    for name in ("a.png", "b.png"):
+        write_png(folder / name, np.full((480, 640, 3), 90))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def smpl_body(smpl_scene):
+    """A posed body of the synthetic SMPL-layout model from the backend's ``body_shape`` job
+    (from shape and rotation vectors only): real pose correctives."""
+    folder = smpl_scene
     model = folder / "SMPL_SYNTHETIC.npz"
-    subprocess.run([sys.executable, "-c", "import sys, numpy as np; from tests.test_body_smpl import synthetic_smpl; "
-                    "np.savez(sys.argv[1], **synthetic_smpl())", str(model)], cwd=ROOT, check=True, timeout=300)
     rng = np.random.default_rng(5)
     np.savez(folder / "start.npz", model=np.array("smpl"), model_file=np.array(str(model)),
              shape_names=np.array([f"beta{i}" for i in range(10)]), shape=rng.normal(size=10).astype(np.float32) * 0.5,
@@ -471,3 +511,43 @@ def test_fit_body_operator_on_a_real_photo(empty_scene, blender):
     assert new["shape"][list(new["shape_names"]).index("height")] == pytest.approx(0.9)
     assert np.ptp(new["rest_vertices"][:, 2]) > np.ptp(body["rest_vertices"][:, 2]) + 0.05
     assert posed_error(mesh, new) < 1e-4
+
+
+def test_fit_body_on_selected_cameras_and_on_a_photo_file(empty_scene, blender, smpl_scene):
+    """Two cameras with their photos (as Solve Cameras leaves them), selected: one body fitted
+    to both through the real backend (an SMPL-layout model file, keypoints from a JSON), in the
+    cameras' world at their scale; no new cameras. Then one photo file through the API: a
+    camera of its own."""
+    import bpy
+
+    converters = ext(blender, "addon.converters")
+    with np.load(smpl_scene / "cameras.npz") as data:
+        cameras = {key: data[key] for key in data.files}
+    objects = converters.camera_objects(cameras, empty_scene.collection, empty_scene, str(smpl_scene))
+    select_only(*objects)
+    cameras_before = len(bpy.data.cameras)
+    result = bpy.ops.recon.fit_body(model="FILE", model_file=str(smpl_scene / "SMPL_SYNTHETIC.npz"),
+                                    keypoints=str(smpl_scene / "keypoints.json"), iterations=100, camera_iterations=20)
+    assert result == {"FINISHED"}
+    job = manager(blender).latest("body")
+    with np.load(job.artifact("body")) as data:
+        body = {key: data[key] for key in data.files}
+    assert sorted(body["photo_names"].tolist()) == ["a.png", "b.png"] and str(body["world"]) == "cameras"
+    assert abs(float(body["scale"]) - 2.5) < 0.25 and float(body["fit_error_px"].max()) < 2.0
+    armature = bpy.context.view_layer.objects.active
+    mesh = ext(blender, "addon.body").body_mesh(armature)
+    assert armature["recon_body_model"] == "smpl" and len(bpy.data.cameras) == cameras_before
+    assert posed_error(mesh, body) < 1e-4
+
+    # one photo file through the Python API: the fit makes its own world and the photo's camera
+    api = ext(blender, "addon.api")
+    armature, mesh, made = api.fit_body(str(smpl_scene / "a.png"), keypoints=smpl_scene / "keypoints.json",
+                                        model=smpl_scene / "SMPL_SYNTHETIC.npz", iterations=60, camera_iterations=10)
+    job = manager(blender).latest("body")
+    with np.load(job.artifact("body")) as data:
+        body = {key: data[key] for key in data.files}
+    assert str(body["world"]) == "level" and body["photo_names"].tolist() == ["a.png"]
+    (camera,) = made
+    assert camera.data.background_images[0].image.filepath.endswith("a.png") and camera.name in armature.users_collection[0].objects
+    np.testing.assert_allclose(converters.camera_arrays_from_objects([camera], empty_scene)["w2c"][0], body["w2c"][0], atol=1e-5)
+    assert posed_error(mesh, body) < 1e-4
