@@ -58,11 +58,14 @@ class RECON_OT_fit_body(BackendJobOperator, bpy.types.Operator):
 def fit_report(summary: dict, armature) -> tuple[set, str]:
     """The operator's report of a body fit: what was fitted, and the photos without a person,
     left out, or with other people."""
-    errors = summary.get("fit_error_px") or {}
-    error = f", median keypoint error {max(errors.values()):.1f} px" if errors else ""
-    message = (f"Fitted {summary.get('model', 'a body')} ({summary.get('bones', '?')} bones, "
-               f"{summary.get('height_m', 0):.2f} m) to {', '.join(summary.get('photos', [])) or 'the photos'}"
-               f" as '{armature.name}'{error}")
+    errors = list((summary.get("fit_error_px") or {}).values())
+    error = ""
+    if errors:
+        error = f", median keypoint error {'up to ' if len(errors) > 1 else ''}{max(errors):.1f} px"
+    height = summary.get("height_m", 0.0)
+    size = f"{height:.2f} m" if summary.get("scale", 1.0) == 1.0 else f"{height:.2f} tall in the cameras' units"
+    message = (f"Fitted {summary.get('model', 'a body')} ({summary.get('bones', '?')} bones, {size}) to "
+               f"{', '.join(summary.get('photos', [])) or 'the photos'} as '{armature.name}'{error}")
     notes = []
     if summary.get("photos_without_person"):
         notes.append(f"no person found in {', '.join(summary['photos_without_person'])}")
