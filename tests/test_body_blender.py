@@ -551,3 +551,15 @@ def test_fit_body_on_selected_cameras_and_on_a_photo_file(empty_scene, blender, 
     assert camera.data.background_images[0].image.filepath.endswith("a.png") and camera.name in armature.users_collection[0].objects
     np.testing.assert_allclose(converters.camera_arrays_from_objects([camera], empty_scene)["w2c"][0], body["w2c"][0], atol=1e-5)
     assert posed_error(mesh, body) < 1e-4
+
+
+def test_cancelled_fit_leaves_the_scene_as_it_was(empty_scene, blender, smpl_scene):
+    api = ext(blender, "addon.api")
+    before = scene_counts()
+    job, finish = api.submit_fit_body(str(smpl_scene / "a.png"), keypoints=smpl_scene / "keypoints.json",
+                                      model=smpl_scene / "SMPL_SYNTHETIC.npz", iterations=100_000)
+    job.wait(timeout=120, on_progress=lambda j: j.stage not in ("", "model") and not j.cancel_requested and j.cancel())
+    assert job.status == "cancelled"
+    with pytest.raises(api.ReconJobError, match="cancelled"):
+        finish()
+    assert scene_counts() == before
