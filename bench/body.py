@@ -16,7 +16,7 @@ Measurements:
    a Procrustes (similarity) alignment, in mm (targets: 60 one view, 30 four views), and
    the same for the 16 fitted joints (bone heads); seconds per fit, and per extra view
    (from 2 to 4 views: several views are fitted from triangulated keypoints, without the
-   second facing a single photo may try).
+   second facing a single photo may try; and per optimisation step, 1 to 16 views).
 2. ``real photo``: ``../shared/data/people/000000000785.jpg`` with its COCO ground truth:
    fitted from the ground-truth keypoints, median 2D error of the fitted keypoints (target
    <= 8 px); MediaPipe's own median error against the ground truth (<= 10 px expected),
@@ -175,6 +175,43 @@ def bench_synthetic(model, cases: int, seed: int, settings: FitSettings) -> dict
     return out
 
 
+def bench_step_cost(model, settings: FitSettings, repetitions: int = 100) -> dict:
+    """Milliseconds of one loss-and-gradient evaluation of the body stage with 1, 4 and 16
+    views: what each extra view adds to every optimisation step."""
+    from backend.body.fit import _Problem
+
+    rig = Rig(model)
+    keypoints, _ = synthetic_case(model, rig, np.random.default_rng(1))
+    out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as fit_body runs
+    try:
+        for n in (1, 4, 16):
+            views = []
+            for i in range(n):
+                w2c = camera_at(2 * math.pi * i / n)
+                uv = project(keypoints, K_SYNTHETIC, w2c)
+                views.append(View(f"v{i}", K_SYNTHETIC, w2c, 640, 480, np.concatenate([uv, np.ones((17, 1))], 1)))
+            problem = _Problem(rig, views, settings, free_scale=True)
+
+            def step(problem=problem):
+                pose, limits, shape = problem.prior_terms()
+                world = problem.world_keypoints()
+                loss = problem.data_term(world) + pose + limits + shape + problem.face_term(world)
+                loss.backward()
+
+            for _ in range(5):
+                step()
+            t0 = time.perf_counter()
+            for _ in range(repetitions):
+                step()
+            out[n] = 1000 * (time.perf_counter() - t0) / repetitions
+    finally:
+        torch.set_num_threads(threads)
+    out["per_extra_view_ms"] = (out[16] - out[1]) / 15
+    return out
+
+
 def bench_real(model, settings: FitSettings) -> dict | None:
     photo, truth_file = DATA / "000000000785.jpg", DATA / "000000000785_keypoints.json"
     if not (photo.is_file() and truth_file.is_file()):
@@ -277,7 +314,14 @@ def main() -> int:
     report["seconds_per_extra_view"] = per_extra
     rows.append(("speed", "seconds per photo (1 view, both facings when unsure)", f"{per_photo:.2f} s",
                  f"<= {TARGETS['seconds_per_photo_max']:g} s", verdict(per_photo <= TARGETS["seconds_per_photo_max"])))
-    rows.append(("speed", "seconds per extra view ((4 views - 2 views) / 2)", f"{per_extra:.2f} s", "", ""))
+    rows.append(("speed", "seconds per extra view, whole fits ((4 views - 2) / 2)", f"{per_extra:.2f} s", "", ""))
+    print("step cost ...", flush=True)
+    with Contention() as c:
+        steps = bench_step_cost(model, settings)
+    contention["step cost"] = c.cores
+    report["step_cost_ms"] = steps
+    rows.append(("speed", "one step: 1 / 4 / 16 views", f"{steps[1]:.2f} / {steps[4]:.2f} / {steps[16]:.2f} ms", "", ""))
+    rows.append(("speed", "one step: per extra view", f"{steps['per_extra_view_ms']:.3f} ms", "", ""))
 
     print("real photo ...", flush=True)
     with Contention() as c:

@@ -28,7 +28,8 @@ BODY_KEYS = {
     "bone_names", "bone_parents", "bone_rest_matrices", "bone_heads", "bone_tails", "skin_indices", "skin_weights",
     "pose_rotvecs", "pose_matrices", "pose_quaternions", "model_to_world", "scale", "world", "joints",
     "keypoint_names", "keypoints_3d", "keypoints_2d", "keypoints_input", "photo_names", "K", "w2c", "width",
-    "height", "fit_error_px",
+    "height", "fit_error_px", "shape_lo", "shape_hi", "shape_deltas_vertices", "shape_deltas_heads",
+    "shape_deltas_tails",
 }
 FAST = ("--iterations", "100", "--camera-iterations", "20")
 

@@ -247,6 +247,12 @@ def test_body_arrays_pose_in_blender_as_in_the_model(smpl_model):
     assert abs(float(body["vertices"][:, 2].min())) < 1e-4
     assert np.allclose(body["w2c"][0][:3, :3], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
     assert body["keypoints_2d"].shape == (1, 17, 2) and body["photo_names"][0] == "photo.jpg"
+    # shape deltas: SMPL's betas are linear, so one unit of beta 2 moves the rest mesh by its delta
+    shape = torch.as_tensor(body["shape"])[None].clone()
+    shape[0, 2] += 1.0
+    _, moved, heads = smpl_model.rest(shape)
+    np.testing.assert_allclose(moved[0].numpy(), body["rest_vertices"] + body["shape_deltas_vertices"][2], atol=1e-4)
+    np.testing.assert_allclose(heads[0].numpy(), body["bone_heads"] + body["shape_deltas_heads"][2], atol=1e-4)
 
 
 def test_silhouette_term_pulls_vertices_into_the_mask(smpl_model):

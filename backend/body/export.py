@@ -39,6 +39,7 @@ def body_arrays(model: BodyModel, result: FitResult, views: list[View], world: s
     vertices = out.vertices[0].numpy().astype(np.float64) @ M[:3, :3].T + M[:3, 3]
     joints = out.joints[0].numpy().astype(np.float64) @ M[:3, :3].T + M[:3, 3]
     offsets = out.pose_offsets[0].numpy() if out.pose_offsets is not None else np.zeros((model.num_vertices, 3))
+    deltas = shape_deltas(model, result.shape)
     return {
         "model": np.array(model.name),
         "rig": np.array(model.rig),
@@ -73,7 +74,37 @@ def body_arrays(model: BodyModel, result: FitResult, views: list[View], world: s
         "width": np.array([v.width for v in views], dtype=np.int32),
         "height": np.array([v.height for v in views], dtype=np.int32),
         "fit_error_px": result.errors_px.astype(np.float32),
+        "shape_lo": model.shape_lo.numpy().astype(np.float32),
+        "shape_hi": model.shape_hi.numpy().astype(np.float32),
+        "shape_deltas_vertices": deltas["vertices"],
+        "shape_deltas_heads": deltas["heads"],
+        "shape_deltas_tails": deltas["tails"],
     }
+
+
+def shape_deltas(model: BodyModel, shape: np.ndarray) -> dict[str, np.ndarray]:
+    """Change of the rest vertices [S, V, 3], bone heads and tails [S, J, 3] per unit of each
+    shape parameter around ``shape`` [S] (central differences: exact for SMPL's betas, the
+    local slope of Anny's phenotypes), so a shape can be edited later without the model."""
+    base = torch.as_tensor(shape, dtype=torch.float32)
+    span = (model.shape_hi - model.shape_lo).numpy()
+    S = model.num_shape
+    out = {"vertices": [], "heads": [], "tails": []}
+    for i in range(S):
+        h = float(0.02 * span[i])
+        lo_shape, hi_shape = base.clone(), base.clone()
+        lo_shape[i] = max(float(model.shape_lo[i]), float(base[i]) - h)
+        hi_shape[i] = min(float(model.shape_hi[i]), float(base[i]) + h)
+        step = float(hi_shape[i] - lo_shape[i])
+        with torch.no_grad():
+            both = torch.stack([lo_shape, hi_shape])
+            _, vertices, _ = model.rest(both)
+            heads, frames, lengths = model.bone_frames(both)
+        tails = heads + frames[..., 1] * lengths[..., None]
+        out["vertices"].append(((vertices[1] - vertices[0]) / step).numpy())
+        out["heads"].append(((heads[1] - heads[0]) / step).numpy())
+        out["tails"].append(((tails[1] - tails[0]) / step).numpy())
+    return {key: np.stack(value).astype(np.float32) for key, value in out.items()}
 
 
 def pose_like_blender(body: dict) -> np.ndarray:

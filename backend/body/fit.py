@@ -336,7 +336,7 @@ class _Problem:
         sizes = []
         for v, c in zip(kp, conf, strict=True):
             good = v[c > 0, :2]
-            extent = (good.max(0) - good.min(0)).max() if len(good) >= 2 else max(v.shape)
+            extent = (good.max(0) - good.min(0)).max() if len(good) >= 2 else 100.0
             sizes.append(max(float(extent), 10.0))
         self.unit = torch.as_tensor(sizes, dtype=torch.float32)[:, None] / 100.0  # [P, 1] px per percent
         self.K = torch.as_tensor(np.stack([v.K for v in views]), dtype=torch.float32)
@@ -355,6 +355,7 @@ class _Problem:
         self.t = torch.zeros(3, requires_grad=True)
         self.log_s = torch.zeros(1, requires_grad=True)
         self.R0 = torch.eye(3)
+        self.silhouettes: list[dict] = []  # see prepare_silhouettes
 
     def shape(self) -> torch.Tensor:
         return self.shape_lo + self.shape_span * torch.sigmoid(self.z + self.shape_offset)
@@ -529,7 +530,6 @@ def _initial_placement(problem: _Problem, facing: float, up2d: np.ndarray | None
 def _fit_once(rig: Rig, views: list[View], settings: FitSettings, cameras_known: bool, facing: float,
               up2d: np.ndarray | None, progress: Progress | None, done: list[int], total: int) -> _Problem:
     problem = _Problem(rig, views, settings, free_scale=cameras_known and len(views) >= 2 and not settings.metric_cameras)
-    problem.silhouettes = []
     if settings.w_silhouette > 0:
         problem.prepare_silhouettes()
     _initial_placement(problem, facing, up2d, settings, cameras_known)

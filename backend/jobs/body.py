@@ -54,6 +54,12 @@ unless noted; strings as numpy unicode arrays):
 - ``photo_names`` [P], ``K`` [P, 3, 3] and ``w2c`` [P, 4, 4] float64 (OpenCV camera axes, world
   to camera) as fitted, ``width``, ``height`` [P] int32, ``fit_error_px`` [P] (median
   distance between fitted and input keypoints).
+- For editing the shape later without the model: ``shape_lo``, ``shape_hi`` [S] (the valid
+  range), ``shape_deltas_vertices`` [S, V, 3], ``shape_deltas_heads`` and
+  ``shape_deltas_tails`` [S, J, 3]: the change of the rest vertices and bone ends per unit of
+  each shape parameter around the fitted shape (exact for SMPL's betas; for Anny's
+  phenotypes the local slope, good for moderate changes: refit for large ones). New rest
+  vertices = ``rest_vertices + sum_i (shape_new[i] - shape[i]) * shape_deltas_vertices[i]``.
 
 The summary names photos without a person, and the other people in each photo.
 """
