@@ -101,3 +101,18 @@ def test_mediapipe_on_a_real_photo_and_on_an_empty_one():
     print(f"MediaPipe median error {np.median(error):.2f} px against the COCO ground truth")
     assert np.median(error) <= 10
     assert person.mask is not None and person.mask.shape == image.shape[:2] and person.mask.max() > 0.5
+
+
+@pytest.mark.data
+def test_mediapipe_finds_a_second_smaller_person():
+    from PIL import Image
+
+    photo = Image.open(data_path("people", "000000000785.jpg")).convert("RGB")
+    width, height = photo.size
+    canvas = Image.new("RGB", (2 * width, height), (235, 235, 240))
+    canvas.paste(photo, (0, 0))
+    canvas.paste(photo.resize((2 * width // 3, 2 * height // 3)), (width + 50, height // 3))
+    with MediaPipeDetector() as detector:
+        people = detector.detect(np.asarray(canvas))
+    assert len(people) == 2
+    assert people[0].box[0] < width < people[1].box[0] and people[0].area > people[1].area

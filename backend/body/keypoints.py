@@ -111,20 +111,15 @@ class MediaPipeDetector:
         work = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
         fill = np.median(image.reshape(-1, image.shape[-1])[:, :3], axis=0).astype(np.uint8)
         found: list[Person] = []
-        for _ in range(self.max_people):
-            result = self._pose.process(work)
-            if result.pose_landmarks is None:
-                break
-            marks = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark],
-                             dtype=np.float64)
-            keypoints = marks[list(BLAZEPOSE_TO_COCO)]
-            inside = (keypoints[:, 0] >= 0) & (keypoints[:, 0] < width) & (keypoints[:, 1] >= 0) & (keypoints[:, 1] < height)
-            keypoints[~inside, 2] = 0.0  # guessed outside the photo: not seen
-            mask = None
-            if result.segmentation_mask is not None:
-                mask = np.asarray(result.segmentation_mask, dtype=np.float32)
-            person = Person(keypoints, "mediapipe", mask)
-            if person.visible < 4 or any(_overlap(person.box, other.box) > 0.5 for other in found):
+        while len(found) < self.max_people:
+            person = self._find(work, found)
+            if person is None and found:
+                # the pose detector sees the whole photo at 224 px: look for smaller people in halves
+                for region in _halves(width, height):
+                    person = self._find(work, found, region)
+                    if person is not None:
+                        break
+            if person is None:
                 break
             found.append(person)
             # cover this person (box grown by a fifth, and its mask) and look again
@@ -133,9 +128,40 @@ class MediaPipeDetector:
             x1, y1 = int(min(width, x + 1.2 * w + 1)), int(min(height, y + 1.2 * h + 1))
             work = work.copy()
             work[y0:y1, x0:x1] = fill
-            if mask is not None:
-                work[mask > 0.5] = fill
+            if person.mask is not None:
+                work[person.mask > 0.5] = fill
         return largest_first(found)
+
+    def _find(self, work: np.ndarray, found: list[Person], region: tuple[int, int, int, int] | None = None):
+        """The person MediaPipe finds in ``work`` (or in its ``region``: x0, y0, x1, y1), in
+        the photo's pixels; None when there is none, or only one already found."""
+        height, width = work.shape[:2]
+        x0, y0, x1, y1 = region or (0, 0, width, height)
+        result = self._pose.process(np.ascontiguousarray(work[y0:y1, x0:x1]))
+        if result.pose_landmarks is None:
+            return None
+        marks = np.array([(p.x * (x1 - x0) + x0, p.y * (y1 - y0) + y0, p.visibility)
+                          for p in result.pose_landmarks.landmark], dtype=np.float64)
+        keypoints = marks[list(BLAZEPOSE_TO_COCO)]
+        inside = (keypoints[:, 0] >= x0) & (keypoints[:, 0] < x1) & (keypoints[:, 1] >= y0) & (keypoints[:, 1] < y1)
+        keypoints[~inside, 2] = 0.0  # guessed outside the photo: not seen
+        mask = None
+        if result.segmentation_mask is not None:
+            mask = np.zeros((height, width), np.float32)
+            mask[y0:y1, x0:x1] = np.asarray(result.segmentation_mask, dtype=np.float32)
+        person = Person(keypoints, "mediapipe", mask)
+        if person.visible < 4 or any(_overlap(person.box, other.box) > 0.5 for other in found):
+            return None
+        return person
+
+
+def _halves(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Two overlapping halves of a photo along its longer side (x0, y0, x1, y1)."""
+    if width >= height:
+        half = int(width * 0.6)
+        return [(0, 0, half, height), (width - half, 0, width, height)]
+    half = int(height * 0.6)
+    return [(0, 0, width, half), (0, height - half, width, height)]
 
 
 def _overlap(a, b) -> float:
