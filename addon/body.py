@@ -98,22 +98,6 @@ SETTING_NAMES = tuple(settings_properties())
 CONFIG_NAMES = tuple(name for name in SETTING_NAMES if name not in ("model", "model_file", "keypoints"))
 
 
-class RECON_PG_body_settings(bpy.types.PropertyGroup):
-    """The Fit Body panel's settings (saved with the .blend, as tool settings are)."""
-
-    __annotations__ = settings_properties()
-
-
-def register_settings() -> None:
-    bpy.utils.register_class(RECON_PG_body_settings)
-    bpy.types.Scene.recon_body = bpy.props.PointerProperty(type=RECON_PG_body_settings)
-
-
-def unregister_settings() -> None:
-    del bpy.types.Scene.recon_body
-    bpy.utils.unregister_class(RECON_PG_body_settings)
-
-
 # Submitting ----------------------------------------------------------------------------------
 
 

@@ -31,12 +31,21 @@ class RECON_AddonPreferences(bpy.types.AddonPreferences):
         ],
         default="auto",
     )
+    body_model_file: StringProperty(
+        name="SMPL Model File",
+        description=(
+            "Your licensed SMPL, SMPL-H or SMPL-X model (.npz or .pkl), for fitting bodies with it instead of the "
+            "free Anny model. Recon never ships or downloads these files"
+        ),
+        subtype="FILE_PATH",
+    )
 
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "python_path")
         layout.prop(self, "job_directory")
         layout.prop(self, "device")
+        layout.prop(self, "body_model_file")
         layout.operator("recon.backend_doctor", icon="INFO")
 
 

@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import deform, photo_inputs, reconstruction, sfm
+from . import body, deform, photo_inputs, reconstruction, sfm
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -24,15 +24,24 @@ class RECON_PG_sfm_settings(bpy.types.PropertyGroup):
     __annotations__.update({k: v for k, v in photo_inputs.source_properties().items() if k != "images"})  # noqa: F821
 
 
+class RECON_PG_body_settings(bpy.types.PropertyGroup):
+    __annotations__ = body.settings_properties()
+
+
+_groups = (
+    ("recon_deform", RECON_PG_deform_settings),
+    ("recon_sfm", RECON_PG_sfm_settings),
+    ("recon_body", RECON_PG_body_settings),
+)
+
+
 def register():
-    bpy.utils.register_class(RECON_PG_deform_settings)
-    bpy.utils.register_class(RECON_PG_sfm_settings)
-    bpy.types.Scene.recon_deform = PointerProperty(type=RECON_PG_deform_settings)
-    bpy.types.Scene.recon_sfm = PointerProperty(type=RECON_PG_sfm_settings)
+    for name, group in _groups:
+        bpy.utils.register_class(group)
+        setattr(bpy.types.Scene, name, PointerProperty(type=group))
 
 
 def unregister():
-    del bpy.types.Scene.recon_sfm
-    del bpy.types.Scene.recon_deform
-    bpy.utils.unregister_class(RECON_PG_sfm_settings)
-    bpy.utils.unregister_class(RECON_PG_deform_settings)
+    for name, group in reversed(_groups):
+        delattr(bpy.types.Scene, name)
+        bpy.utils.unregister_class(group)

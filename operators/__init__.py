@@ -3,7 +3,6 @@
 
 import bpy
 
-from ..addon import body as body_settings
 from .body import RECON_OT_fit_body, RECON_OT_set_body_shape
 from .deform import RECON_OT_fit_mesh_to_points
 from .io import RECON_OT_export_cameras, RECON_OT_import_reconstruction
@@ -34,14 +33,4 @@ classes = (
 )
 
 
-_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
-
-
-def register():
-    body_settings.register_settings()  # the Fit Body panel's settings (Scene.recon_body)
-    _register_classes()
-
-
-def unregister():
-    _unregister_classes()
-    body_settings.unregister_settings()
+register, unregister = bpy.utils.register_classes_factory(classes)
