@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,9 @@ class MediaPipeDetector:
     mask. Use as a context manager; :meth:`detect` takes an RGB uint8 image [H, W, 3]."""
 
     def __init__(self, max_people: int = 3) -> None:
+        if os.environ.get("RECON_CACHE_DIR") and not os.environ.get("MPLCONFIGDIR"):
+            # mediapipe imports matplotlib, which writes a font cache under the user's home
+            os.environ["MPLCONFIGDIR"] = str(Path(os.environ["RECON_CACHE_DIR"]) / "matplotlib")
         mp = require("mediapipe", "Detecting people in photos")
         self.max_people = max_people
         self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
