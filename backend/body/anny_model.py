@@ -97,6 +97,62 @@ def adult_default() -> dict[str, float]:
     return {"gender": 0.5, "age": 0.75, "muscle": 0.5, "weight": 0.5, "height": 0.45, "proportions": 0.5}
 
 
+class PhenotypeCoefficients:
+    """Anny's phenotype values [B, 6] to its blend-shape coefficients [B, C], as
+    ``Anny._get_phenotype_blendshape_coefficients`` computes them (without local changes or
+    facial actions), in a dozen tensor operations instead of a few hundred: every
+    phenotype's anchors are evenly spaced, so its interpolation weights are hat functions,
+    and the phenotypes Recon leaves at their defaults (race, cup size, firmness) fold into
+    constants. A fit calls this at every step."""
+
+    def __init__(self, module) -> None:
+        from anny.models.model_data import PHENOTYPE_VARIATIONS
+        from anny.models.phenotype import make_phenotype_anchors
+
+        labels = list(module.phenotype_labels)
+        anchors = make_phenotype_anchors(torch.float64)
+        mask = module.stacked_phenotype_blend_shapes_mask.double()  # [K, N variations]
+        column, anchor, spacing, lo, hi, constant = [], [], [], [], [], []
+        for feature, variations in PHENOTYPE_VARIATIONS.items():
+            for k in range(len(variations)):
+                if feature == "race":
+                    constant.append(1.0 / 3.0)  # african, asian, caucasian all at 0.5: a third each
+                    column.append(-1)
+                    anchor.append(0.0), spacing.append(1.0), lo.append(0.0), hi.append(1.0)
+                    continue
+                a = anchors[feature]
+                step = float(a[1] - a[0])
+                if feature in labels:
+                    column.append(labels.index(feature))
+                    constant.append(float("nan"))
+                else:  # fixed at 0.5
+                    column.append(-1)
+                    constant.append(max(0.0, 1.0 - abs(0.5 - float(a[k])) / step))
+                anchor.append(float(a[k])), spacing.append(step), lo.append(float(a[0])), hi.append(float(a[-1]))
+        column = np.array(column)
+        free = column >= 0
+        fixed = torch.tensor([c for c, f in zip(constant, free, strict=True) if not f], dtype=torch.float64)
+        fixed_mask = mask[:, ~free]
+        self.constant = torch.prod(fixed[None] * fixed_mask + (1 - fixed_mask), -1).float()  # [K]
+        self.mask = mask[:, free].float()  # [K, n]
+        self.column = torch.as_tensor(column[free])
+        self.anchor = torch.tensor(anchor, dtype=torch.float32)[free]
+        self.spacing = torch.tensor(spacing, dtype=torch.float32)[free]
+        self.lo = torch.tensor(lo, dtype=torch.float32)[free]
+        self.hi = torch.tensor(hi, dtype=torch.float32)[free]
+        projection = module.phenotype_blendshape_projection
+        self.projection = None if projection is None else projection.float()
+        if module.extrapolate_phenotypes or module.local_change_labels or module.facial_action_labels:
+            raise ValueError("PhenotypeCoefficients covers phenotypes only, without extrapolation")
+
+    def __call__(self, shape: torch.Tensor) -> torch.Tensor:
+        values = shape[:, self.column]  # [B, n]
+        values = torch.minimum(torch.maximum(values, self.lo), self.hi)
+        weights = torch.relu(1 - (values - self.anchor).abs() / self.spacing)  # [B, n]
+        coeffs = self.constant * torch.prod(weights[:, None, :] * self.mask + (1 - self.mask), -1)  # [B, K]
+        return coeffs if self.projection is None else coeffs @ self.projection
+
+
 @functools.lru_cache(maxsize=4)
 def load_anny(rig: str = "default") -> BodyModel:
     """The Anny body model with one of :data:`RIGS`; cached per process."""
@@ -134,10 +190,7 @@ def load_anny(rig: str = "default") -> BodyModel:
     default = adult_default()
     J = len(bone_names)
 
-    def shape_to_coeffs(shape: torch.Tensor) -> torch.Tensor:
-        batch = shape.shape[0]
-        empty = shape.new_zeros(batch, 0)
-        return module._get_phenotype_blendshape_coefficients(shape, empty, empty)
+    shape_to_coeffs = PhenotypeCoefficients(module)
 
     def rest_frames(coeffs: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         return module.get_rest_model(coeffs)["rest_bone_poses"][..., :3, :3]
