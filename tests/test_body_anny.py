@@ -50,6 +50,14 @@ def test_fast_phenotype_coefficients_match_annys(model):
     shape[1, 1] = -0.2  # outside the range: clamped
     reference = module._get_phenotype_blendshape_coefficients(shape, shape[:, :0], shape[:, :0])
     torch.testing.assert_close(model.shape_to_coeffs(shape), reference, atol=1e-5, rtol=1e-5)
+    # the same gradients, on anchors (0.5 is one for muscle and weight) and at the range's ends too
+    for values in ([0.5] * 6, [0.0, 1 / 3, 0.5, 0.0, 1.0, 0.25], [1.0] * 6):
+        ours = torch.tensor([values], requires_grad=True)
+        theirs = torch.tensor([values], requires_grad=True)
+        weights = torch.arange(reference.shape[1], dtype=torch.float32)
+        (model.shape_to_coeffs(ours) @ weights).sum().backward()
+        (module._get_phenotype_blendshape_coefficients(theirs, theirs[:, :0], theirs[:, :0]) @ weights).sum().backward()
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-4, rtol=1e-4)
 
 
 def test_a_bone_rotation_moves_its_limb_only(model):

@@ -101,9 +101,11 @@ class PhenotypeCoefficients:
     """Anny's phenotype values [B, 6] to its blend-shape coefficients [B, C], as
     ``Anny._get_phenotype_blendshape_coefficients`` computes them (without local changes or
     facial actions), in a dozen tensor operations instead of a few hundred: every
-    phenotype's anchors are evenly spaced, so its interpolation weights are hat functions,
-    and the phenotypes Recon leaves at their defaults (race, cup size, firmness) fold into
-    constants. A fit calls this at every step."""
+    phenotype's anchors are evenly spaced, so the segment a value falls in is an index
+    computed directly, and the phenotypes Recon leaves at their defaults (race, cup size,
+    firmness) fold into constants. On an anchor, the gradient is the lower segment's, as in
+    Anny (a value of 0.5 sits on an anchor of muscle and weight: a hat function would have
+    no gradient there). A fit calls this at every step."""
 
     def __init__(self, module) -> None:
         from anny.models.model_data import PHENOTYPE_VARIATIONS
@@ -112,13 +114,13 @@ class PhenotypeCoefficients:
         labels = list(module.phenotype_labels)
         anchors = make_phenotype_anchors(torch.float64)
         mask = module.stacked_phenotype_blend_shapes_mask.double()  # [K, N variations]
-        column, anchor, spacing, lo, hi, constant = [], [], [], [], [], []
+        column, position, count, spacing, lo, constant = [], [], [], [], [], []
         for feature, variations in PHENOTYPE_VARIATIONS.items():
             for k in range(len(variations)):
                 if feature == "race":
                     constant.append(1.0 / 3.0)  # african, asian, caucasian all at 0.5: a third each
                     column.append(-1)
-                    anchor.append(0.0), spacing.append(1.0), lo.append(0.0), hi.append(1.0)
+                    position.append(k), count.append(len(variations)), spacing.append(1.0), lo.append(0.0)
                     continue
                 a = anchors[feature]
                 step = float(a[1] - a[0])
@@ -128,7 +130,7 @@ class PhenotypeCoefficients:
                 else:  # fixed at 0.5
                     column.append(-1)
                     constant.append(max(0.0, 1.0 - abs(0.5 - float(a[k])) / step))
-                anchor.append(float(a[k])), spacing.append(step), lo.append(float(a[0])), hi.append(float(a[-1]))
+                position.append(k), count.append(len(a)), spacing.append(step), lo.append(float(a[0]))
         column = np.array(column)
         free = column >= 0
         fixed = torch.tensor([c for c, f in zip(constant, free, strict=True) if not f], dtype=torch.float64)
@@ -136,19 +138,25 @@ class PhenotypeCoefficients:
         self.constant = torch.prod(fixed[None] * fixed_mask + (1 - fixed_mask), -1).float()  # [K]
         self.mask = mask[:, free].float()  # [K, n]
         self.column = torch.as_tensor(column[free])
-        self.anchor = torch.tensor(anchor, dtype=torch.float32)[free]
+        self.position = torch.tensor(position, dtype=torch.float32)[free]  # the anchor's index in its phenotype
+        self.last = torch.tensor(count, dtype=torch.float32)[free] - 1  # the phenotype's last anchor index
         self.spacing = torch.tensor(spacing, dtype=torch.float32)[free]
         self.lo = torch.tensor(lo, dtype=torch.float32)[free]
-        self.hi = torch.tensor(hi, dtype=torch.float32)[free]
         projection = module.phenotype_blendshape_projection
         self.projection = None if projection is None else projection.float()
         if module.extrapolate_phenotypes or module.local_change_labels or module.facial_action_labels:
             raise ValueError("PhenotypeCoefficients covers phenotypes only, without extrapolation")
 
     def __call__(self, shape: torch.Tensor) -> torch.Tensor:
-        values = shape[:, self.column]  # [B, n]
-        values = torch.minimum(torch.maximum(values, self.lo), self.hi)
-        weights = torch.relu(1 - (values - self.anchor).abs() / self.spacing)  # [B, n]
+        t = (shape[:, self.column] - self.lo) / self.spacing  # [B, n] in anchor steps
+        # clamped with where, as Anny does: a value on a range's end keeps its one-sided gradient
+        t = torch.where(t < 0, torch.zeros_like(t), t)
+        t = torch.where(t > self.last, self.last.expand_as(t), t)
+        segment = (torch.ceil(t.detach()) - 1).clamp(min=0)  # values on an anchor take the segment below
+        segment = torch.minimum(segment, self.last - 1)
+        alpha = t - segment
+        weights = torch.where(self.position == segment, 1 - alpha, torch.zeros_like(alpha))
+        weights = weights + torch.where(self.position == segment + 1, alpha, torch.zeros_like(alpha))
         coeffs = self.constant * torch.prod(weights[:, None, :] * self.mask + (1 - self.mask), -1)  # [B, K]
         return coeffs if self.projection is None else coeffs @ self.projection
 
