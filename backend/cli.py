@@ -32,6 +32,8 @@ JOB_COMMANDS = (
     ("deform", "fit a template mesh to a point cloud"),
     ("sfm", "photos to calibrated cameras and a sparse point cloud"),
     ("import", "read a COLMAP model or transforms.json into Recon's cameras.npz and points"),
+    ("splat", "train 3D Gaussian splats from posed photos"),
+    ("render-splats", "render 3D Gaussian splats (a 3DGS .ply) from cameras into PNGs"),
     ("body", "photos of a person to a posed, rigged human body (Anny, or an SMPL-family file)"),
     ("body_shape", "a fitted body (body.npz) with new shape parameters, in the same pose"),
 )

@@ -16,6 +16,8 @@ KINDS = {
     "deform": "backend.jobs.deform",
     "sfm": "backend.jobs.sfm",
     "import": "backend.jobs.import_scene",
+    "splat": "backend.jobs.splat",
+    "render-splats": "backend.jobs.render_splats",
     "body": "backend.jobs.body",
     "body_shape": "backend.jobs.body_shape",
 }

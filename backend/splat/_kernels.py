@@ -10,14 +10,18 @@ float32 and never see autograd; :mod:`.rasterize` wraps them in a
 Compositing follows 3DGS: pixel centres at ``x + 0.5``; ``alpha = min(0.99, o * exp(power))``
 with ``power = -0.5 (a dx^2 + c dy^2) - b dx dy`` (conic ``(a, b, c)``, ``d = mean - pixel``);
 a Gaussian is skipped where ``power > 0`` or ``alpha < 1/255``; a pixel stops before the
-Gaussian that would take its transmittance to ``1e-4`` or below. Tiles are split between
-numba's threads by estimated cost; each tile writes its own pixels and its own
-intersections' gradients, so no two threads write the same memory.
+Gaussian that would take its transmittance to ``1e-4`` or below. Tiles are cut into runs of
+about equal estimated cost that a few Python threads take in turn (the kernels release the
+GIL); each tile writes its own pixels and its own intersections' gradients, so no two
+threads write the same memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -283,35 +287,31 @@ if AVAILABLE:
             for j in range(9):
                 isect_grad[k, j] = 0.0
 
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def composite_forward(work_offsets, work_tiles, offsets, ids, bbox, means2d, conics, colors, opacities,
-                          width, height, tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last):
-        """Front-to-back compositing of every tile; each worker takes its list of tiles."""
-        n_workers = work_offsets.shape[0] - 1
+    @numba.njit(cache=True, nogil=True)
+    def composite_forward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
+                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last):
+        """Front-to-back compositing of the listed tiles."""
         n_pixels = tile_size * tile_size
-        for w in numba.prange(n_workers):
-            buf_t = np.empty(n_pixels, np.float32)
-            buf_rgb = np.empty((n_pixels, 3), np.float32)
-            buf_last = np.empty(n_pixels, np.int64)
-            for j in range(work_offsets[w], work_offsets[w + 1]):
-                _forward_tile(work_tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width,
-                              height, tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last,
-                              buf_t, buf_rgb, buf_last)
+        buf_t = np.empty(n_pixels, np.float32)
+        buf_rgb = np.empty((n_pixels, 3), np.float32)
+        buf_last = np.empty(n_pixels, np.int64)
+        for j in range(tiles.shape[0]):
+            _forward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
+                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf_t, buf_rgb, buf_last)
 
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def composite_backward(work_offsets, work_tiles, offsets, ids, bbox, means2d, conics, colors, opacities,
-                           width, height, tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb,
-                           v_alpha_out, isect_grad):
-        """Gradients of every intersection ``[M, 9]``: mean2d (2), conic (3), opacity, colour (3)."""
-        n_workers = work_offsets.shape[0] - 1
+    @numba.njit(cache=True, nogil=True)
+    def composite_backward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
+                           tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
+                           isect_grad):
+        """Gradients of the listed tiles' intersections ``[M, 9]``: mean2d (2), conic (3),
+        opacity, colour (3)."""
         n_pixels = tile_size * tile_size
-        for w in numba.prange(n_workers):
-            buf_t = np.empty(n_pixels, np.float32)
-            buf_acc = np.empty((n_pixels, 3), np.float32)
-            for j in range(work_offsets[w], work_offsets[w + 1]):
-                _backward_tile(work_tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width,
-                               height, tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb,
-                               v_alpha_out, isect_grad, buf_t, buf_acc)
+        buf_t = np.empty(n_pixels, np.float32)
+        buf_acc = np.empty((n_pixels, 3), np.float32)
+        for j in range(tiles.shape[0]):
+            _backward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
+                           tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
+                           isect_grad, buf_t, buf_acc)
 
     @numba.njit(cache=True, nogil=True)
     def gather_gradients(ids, isect_grad, n_flat):
@@ -324,18 +324,371 @@ if AVAILABLE:
         return out
 
 
-def split_work(cost: np.ndarray, n_workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles (those with work) split into ``n_workers`` lists of about equal cost: greedy,
-    costliest first. Returns ``(offsets [n_workers + 1], tiles)``."""
+_THREADS = max(1, min(int(os.environ.get("RECON_SPLAT_THREADS", os.cpu_count() or 1)), 64))
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_threads(n: int) -> None:
+    """How many threads the compositing kernels use (default: every core, or
+    ``RECON_SPLAT_THREADS``)."""
+    global _THREADS
+    _THREADS = max(1, int(n))
+
+
+def get_threads() -> int:
+    return _THREADS
+
+
+def split_work(cost: np.ndarray, n_chunks: int) -> list[np.ndarray]:
+    """The tiles that have work, costliest first, cut into about ``n_chunks`` runs of equal
+    cost (a few heavy tiles first, many light ones last)."""
     busy = np.flatnonzero(cost > 64)
-    if n_workers <= 1 or len(busy) <= 1:
-        return np.array([0, len(busy)], np.int64), busy.astype(np.int64)
     order = busy[np.argsort(-cost[busy], kind="stable")]
-    # Snake assignment (0, 1, ..., n-1, n-1, ..., 0, ...): near-greedy, in bulk.
-    rounds = np.arange(len(order)) // n_workers
-    position = np.arange(len(order)) % n_workers
-    worker = np.where(rounds % 2 == 0, position, n_workers - 1 - position)
-    grouped = np.argsort(worker, kind="stable")
-    counts = np.bincount(worker, minlength=n_workers)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return offsets, order[grouped].astype(np.int64)
+    if n_chunks <= 1 or len(order) <= 1:
+        return [order.astype(np.int64)]
+    cum = np.cumsum(cost[order])
+    bounds = np.searchsorted(cum, cum[-1] * np.arange(1, n_chunks) / n_chunks, side="right")
+    return [c.astype(np.int64) for c in np.split(order, np.unique(bounds)) if len(c)]
+
+
+def run_chunks(kernel, chunks: list[np.ndarray], *args) -> None:
+    """``kernel(chunk, *args)`` for every chunk, on up to :func:`get_threads` threads that take
+    the next chunk as they finish one. The kernels release the GIL; waiting threads sleep,
+    so a core taken by another process slows the work down rather than stalling it."""
+    global _pool
+    threads = min(_THREADS, len(chunks))
+    if threads <= 1:
+        for chunk in chunks:
+            kernel(chunk, *args)
+        return
+    if _pool is None or _pool._max_workers < threads - 1:
+        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="recon-splat")
+    counter = itertools.count()
+
+    def work() -> None:
+        while (i := next(counter)) < len(chunks):
+            kernel(chunks[i], *args)
+
+    futures = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for future in futures:
+        future.result()
+
+
+# -- projection and spherical harmonics --------------------------------------------------------------
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+         -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+
+if AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _sh_basis(degree, x, y, z, out):
+        """The 3DGS real SH basis at the unit direction ``(x, y, z)`` into ``out[:K]``."""
+        out[0] = SH_C0
+        if degree > 0:
+            out[1] = -SH_C1 * y
+            out[2] = SH_C1 * z
+            out[3] = -SH_C1 * x
+        if degree > 1:
+            xx, yy, zz = x * x, y * y, z * z
+            out[4] = SH_C2[0] * x * y
+            out[5] = SH_C2[1] * y * z
+            out[6] = SH_C2[2] * (2.0 * zz - xx - yy)
+            out[7] = SH_C2[3] * x * z
+            out[8] = SH_C2[4] * (xx - yy)
+        if degree > 2:
+            out[9] = SH_C3[0] * y * (3.0 * xx - yy)
+            out[10] = SH_C3[1] * x * y * z
+            out[11] = SH_C3[2] * y * (4.0 * zz - xx - yy)
+            out[12] = SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy)
+            out[13] = SH_C3[4] * x * (4.0 * zz - xx - yy)
+            out[14] = SH_C3[5] * z * (xx - yy)
+            out[15] = SH_C3[6] * x * (xx - 3.0 * yy)
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _sh_basis_grad(degree, x, y, z, g):
+        """``sum_k g[k] d(basis_k)/d(x, y, z)`` at the unit direction (before normalising)."""
+        dx = dy = dz = 0.0
+        if degree > 0:
+            dy -= SH_C1 * g[1]
+            dz += SH_C1 * g[2]
+            dx -= SH_C1 * g[3]
+        if degree > 1:
+            dx += SH_C2[0] * y * g[4]
+            dy += SH_C2[0] * x * g[4]
+            dy += SH_C2[1] * z * g[5]
+            dz += SH_C2[1] * y * g[5]
+            dx -= 2.0 * SH_C2[2] * x * g[6]
+            dy -= 2.0 * SH_C2[2] * y * g[6]
+            dz += 4.0 * SH_C2[2] * z * g[6]
+            dx += SH_C2[3] * z * g[7]
+            dz += SH_C2[3] * x * g[7]
+            dx += 2.0 * SH_C2[4] * x * g[8]
+            dy -= 2.0 * SH_C2[4] * y * g[8]
+        if degree > 2:
+            xx, yy, zz = x * x, y * y, z * z
+            dx += SH_C3[0] * 6.0 * x * y * g[9]
+            dy += SH_C3[0] * (3.0 * xx - 3.0 * yy) * g[9]
+            dx += SH_C3[1] * y * z * g[10]
+            dy += SH_C3[1] * x * z * g[10]
+            dz += SH_C3[1] * x * y * g[10]
+            dx -= SH_C3[2] * 2.0 * x * y * g[11]
+            dy += SH_C3[2] * (4.0 * zz - xx - 3.0 * yy) * g[11]
+            dz += SH_C3[2] * 8.0 * y * z * g[11]
+            dx -= SH_C3[3] * 6.0 * x * z * g[12]
+            dy -= SH_C3[3] * 6.0 * y * z * g[12]
+            dz += SH_C3[3] * (6.0 * zz - 3.0 * xx - 3.0 * yy) * g[12]
+            dx += SH_C3[4] * (4.0 * zz - 3.0 * xx - yy) * g[13]
+            dy -= SH_C3[4] * 2.0 * x * y * g[13]
+            dz += SH_C3[4] * 8.0 * x * z * g[13]
+            dx += SH_C3[5] * 2.0 * x * z * g[14]
+            dy -= SH_C3[5] * 2.0 * y * z * g[14]
+            dz += SH_C3[5] * (xx - yy) * g[14]
+            dx += SH_C3[6] * (3.0 * xx - 3.0 * yy) * g[15]
+            dy -= SH_C3[6] * 6.0 * x * y * g[15]
+        return dx, dy, dz
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _rotation(qw, qx, qy, qz, r):
+        """Rotation matrix of the normalised quaternion into ``r[3, 3]``; returns the norm."""
+        norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        inv = 1.0 / max(norm, 1e-12)
+        w, x, y, z = qw * inv, qx * inv, qy * inv, qz * inv
+        r[0, 0] = 1.0 - 2.0 * (y * y + z * z)
+        r[0, 1] = 2.0 * (x * y - w * z)
+        r[0, 2] = 2.0 * (x * z + w * y)
+        r[1, 0] = 2.0 * (x * y + w * z)
+        r[1, 1] = 1.0 - 2.0 * (x * x + z * z)
+        r[1, 2] = 2.0 * (y * z - w * x)
+        r[2, 0] = 2.0 * (x * z - w * y)
+        r[2, 1] = 2.0 * (y * z + w * x)
+        r[2, 2] = 1.0 - 2.0 * (x * x + y * y)
+        return max(norm, 1e-12)
+
+    @numba.njit(cache=True, nogil=True)
+    def _camera_frame(means, quats, scales, viewmats, Ks, c, n, width, height, r, a, t):
+        """Camera-space mean, ``A = W R S`` and ``T = J A`` (into ``r``, ``a``, ``t``) of
+        Gaussian ``n`` in camera ``c``; returns (x, y, z, j00, j02, j11, j12, clamped_x, clamped_y, lx, ly)."""
+        x = y = z = 0.0
+        for i in range(3):
+            x += viewmats[c, 0, i] * means[n, i]
+            y += viewmats[c, 1, i] * means[n, i]
+            z += viewmats[c, 2, i] * means[n, i]
+        x += viewmats[c, 0, 3]
+        y += viewmats[c, 1, 3]
+        z += viewmats[c, 2, 3]
+        _rotation(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3], r)
+        for i in range(3):
+            for k in range(3):
+                a[i, k] = (viewmats[c, i, 0] * r[0, k] + viewmats[c, i, 1] * r[1, k]
+                           + viewmats[c, i, 2] * r[2, k]) * scales[n, k]
+        fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
+        zs = z if z != 0.0 else 1.0
+        lim_xp = (width - cx) / fx + 0.15 * width / fx
+        lim_xn = cx / fx + 0.15 * width / fx
+        lim_yp = (height - cy) / fy + 0.15 * height / fy
+        lim_yn = cy / fy + 0.15 * height / fy
+        u, v = x / zs, y / zs
+        clamped_x = u < -lim_xn or u > lim_xp
+        clamped_y = v < -lim_yn or v > lim_yp
+        lx = min(max(u, -lim_xn), lim_xp)
+        ly = min(max(v, -lim_yn), lim_yp)
+        tx, ty = zs * lx, zs * ly
+        j00, j02 = fx / zs, -fx * tx / (zs * zs)
+        j11, j12 = fy / zs, -fy * ty / (zs * zs)
+        for k in range(3):
+            t[0, k] = j00 * a[0, k] + j02 * a[2, k]
+            t[1, k] = j11 * a[1, k] + j12 * a[2, k]
+        return x, y, z, j00, j02, j11, j12, clamped_x, clamped_y, lx, ly
+
+    @numba.njit(cache=True, nogil=True)
+    def project_forward(chunk, means, quats, scales, opacities, coeffs, sh_degree, viewmats, Ks, width, height,
+                        near, far, eps2d, means2d, conics, depths, radii, colors):
+        """Gaussians ``chunk[0]..chunk[1]`` in every camera: ``means2d [C, N, 2]``, ``conics
+        [C, N, 3]``, ``depths [C, N]``, ``radii [C, N, 2]`` (0: culled) and, when
+        ``sh_degree >= 0``, ``colors [C, N, 3] = max(SH(dir) + 0.5, 0)``."""
+        r = np.empty((3, 3))
+        a = np.empty((3, 3))
+        t = np.empty((2, 3))
+        basis = np.empty(16)
+        n_cameras = viewmats.shape[0]
+        k_count = (sh_degree + 1) * (sh_degree + 1)
+        for c in range(n_cameras):
+            # camera centre: -R^T t
+            ccx = -(viewmats[c, 0, 0] * viewmats[c, 0, 3] + viewmats[c, 1, 0] * viewmats[c, 1, 3]
+                    + viewmats[c, 2, 0] * viewmats[c, 2, 3])
+            ccy = -(viewmats[c, 0, 1] * viewmats[c, 0, 3] + viewmats[c, 1, 1] * viewmats[c, 1, 3]
+                    + viewmats[c, 2, 1] * viewmats[c, 2, 3])
+            ccz = -(viewmats[c, 0, 2] * viewmats[c, 0, 3] + viewmats[c, 1, 2] * viewmats[c, 1, 3]
+                    + viewmats[c, 2, 2] * viewmats[c, 2, 3])
+            fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
+            for n in range(chunk[0], chunk[1]):
+                x, y, z, _, _, _, _, _, _, _, _ = _camera_frame(means, quats, scales, viewmats, Ks, c, n, width,
+                                                                height, r, a, t)
+                depths[c, n] = z
+                in_range = z > near and z < far
+                zs = z if in_range else 1.0
+                cov_a = t[0, 0] * t[0, 0] + t[0, 1] * t[0, 1] + t[0, 2] * t[0, 2] + eps2d
+                cov_b = t[0, 0] * t[1, 0] + t[0, 1] * t[1, 1] + t[0, 2] * t[1, 2]
+                cov_c = t[1, 0] * t[1, 0] + t[1, 1] * t[1, 1] + t[1, 2] * t[1, 2] + eps2d
+                det = cov_a * cov_c - cov_b * cov_b
+                good = in_range and det > 0.0
+                det = det if good else 1.0
+                conics[c, n, 0] = cov_c / det
+                conics[c, n, 1] = -cov_b / det
+                conics[c, n, 2] = cov_a / det
+                mx = fx * x / zs + cx
+                my = fy * y / zs + cy
+                means2d[c, n, 0] = mx
+                means2d[c, n, 1] = my
+                o = opacities[n]
+                radii[c, n, 0] = 0
+                radii[c, n, 1] = 0
+                if good and o > 1.0 / 255.0:
+                    extent = math.sqrt(2.0 * math.log(255.0 * o))
+                    rx = math.ceil(extent * math.sqrt(cov_a) + 1e-3)
+                    ry = math.ceil(extent * math.sqrt(cov_c) + 1e-3)
+                    if mx + rx > 0 and mx - rx < width and my + ry > 0 and my - ry < height:
+                        radii[c, n, 0] = rx
+                        radii[c, n, 1] = ry
+                if sh_degree >= 0:
+                    dx, dy, dz = means[n, 0] - ccx, means[n, 1] - ccy, means[n, 2] - ccz
+                    length = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+                    _sh_basis(sh_degree, dx / length, dy / length, dz / length, basis)
+                    for ch in range(3):
+                        value = 0.5
+                        for k in range(k_count):
+                            value += basis[k] * coeffs[n, k, ch]
+                        colors[c, n, ch] = max(value, 0.0)
+
+    @numba.njit(cache=True, nogil=True)
+    def project_backward(chunk, means, quats, scales, coeffs, sh_degree, viewmats, Ks, width, height, eps2d,
+                         radii, colors, v_means2d, v_conics, v_colors, v_means, v_quats, v_scales, v_coeffs):
+        """Gradients of :func:`project_forward` for Gaussians ``chunk[0]..chunk[1]``, summed
+        over cameras, into ``v_means``, ``v_quats``, ``v_scales`` and ``v_coeffs``."""
+        r = np.empty((3, 3))
+        a = np.empty((3, 3))
+        t = np.empty((2, 3))
+        v_t = np.empty((2, 3))
+        v_a = np.empty((3, 3))
+        v_m = np.empty((3, 3))
+        basis = np.empty(16)
+        g = np.empty(16)
+        n_cameras = viewmats.shape[0]
+        k_count = (sh_degree + 1) * (sh_degree + 1)
+        for n in range(chunk[0], chunk[1]):
+            for i in range(3):
+                v_means[n, i] = 0.0
+                v_scales[n, i] = 0.0
+            for i in range(4):
+                v_quats[n, i] = 0.0
+            if sh_degree >= 0:
+                for k in range(k_count):
+                    for ch in range(3):
+                        v_coeffs[n, k, ch] = 0.0
+            for c in range(n_cameras):
+                if sh_degree >= 0:
+                    ccx = -(viewmats[c, 0, 0] * viewmats[c, 0, 3] + viewmats[c, 1, 0] * viewmats[c, 1, 3]
+                            + viewmats[c, 2, 0] * viewmats[c, 2, 3])
+                    ccy = -(viewmats[c, 0, 1] * viewmats[c, 0, 3] + viewmats[c, 1, 1] * viewmats[c, 1, 3]
+                            + viewmats[c, 2, 1] * viewmats[c, 2, 3])
+                    ccz = -(viewmats[c, 0, 2] * viewmats[c, 0, 3] + viewmats[c, 1, 2] * viewmats[c, 1, 3]
+                            + viewmats[c, 2, 2] * viewmats[c, 2, 3])
+                    dx, dy, dz = means[n, 0] - ccx, means[n, 1] - ccy, means[n, 2] - ccz
+                    length = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+                    ux, uy, uz = dx / length, dy / length, dz / length
+                    _sh_basis(sh_degree, ux, uy, uz, basis)
+                    for k in range(k_count):
+                        g[k] = 0.0
+                    for ch in range(3):
+                        vc = v_colors[c, n, ch] if colors[c, n, ch] > 0.0 else 0.0
+                        for k in range(k_count):
+                            v_coeffs[n, k, ch] += basis[k] * vc
+                            g[k] += coeffs[n, k, ch] * vc
+                    gx, gy, gz = _sh_basis_grad(sh_degree, ux, uy, uz, g)
+                    dot = gx * ux + gy * uy + gz * uz  # through the normalisation
+                    v_means[n, 0] += (gx - ux * dot) / length
+                    v_means[n, 1] += (gy - uy * dot) / length
+                    v_means[n, 2] += (gz - uz * dot) / length
+                if radii[c, n, 0] <= 0:
+                    continue
+                x, y, z, j00, j02, j11, j12, clamped_x, clamped_y, lx, ly = _camera_frame(
+                    means, quats, scales, viewmats, Ks, c, n, width, height, r, a, t)
+                fx, fy = Ks[c, 0, 0], Ks[c, 1, 1]
+                # conic = inverse(cov): v_cov = -X v_X X, X = [[a, b], [b, c]], v_X = [[va, vb/2], [vb/2, vc]]
+                ca, cb, cc = v_conics[c, n, 0], v_conics[c, n, 1], v_conics[c, n, 2]
+                cov_a = t[0, 0] * t[0, 0] + t[0, 1] * t[0, 1] + t[0, 2] * t[0, 2]
+                cov_b = t[0, 0] * t[1, 0] + t[0, 1] * t[1, 1] + t[0, 2] * t[1, 2]
+                cov_c = t[1, 0] * t[1, 0] + t[1, 1] * t[1, 1] + t[1, 2] * t[1, 2]
+                # the conic from the same (float64) covariance as the forward pass
+                eps_a = cov_a + eps2d
+                eps_c = cov_c + eps2d
+                det = eps_a * eps_c - cov_b * cov_b
+                xa, xb, xc = eps_c / det, -cov_b / det, eps_a / det
+                p00 = xa * ca + xb * cb * 0.5
+                p01 = xa * cb * 0.5 + xb * cc
+                p10 = xb * ca + xc * cb * 0.5
+                p11 = xb * cb * 0.5 + xc * cc
+                s00 = -(p00 * xa + p01 * xb)
+                s01 = -(p00 * xb + p01 * xc)
+                s11 = -(p10 * xb + p11 * xc)
+                # cov = T T^T: v_T = 2 S T
+                for k in range(3):
+                    v_t[0, k] = 2.0 * (s00 * t[0, k] + s01 * t[1, k])
+                    v_t[1, k] = 2.0 * (s01 * t[0, k] + s11 * t[1, k])
+                # T = J A
+                v_j00 = v_j02 = v_j11 = v_j12 = 0.0
+                for k in range(3):
+                    v_j00 += v_t[0, k] * a[0, k]
+                    v_j02 += v_t[0, k] * a[2, k]
+                    v_j11 += v_t[1, k] * a[1, k]
+                    v_j12 += v_t[1, k] * a[2, k]
+                    v_a[0, k] = j00 * v_t[0, k]
+                    v_a[1, k] = j11 * v_t[1, k]
+                    v_a[2, k] = j02 * v_t[0, k] + j12 * v_t[1, k]
+                # A = W R S
+                for i in range(3):
+                    for k in range(3):
+                        v_m[i, k] = (viewmats[c, 0, i] * v_a[0, k] + viewmats[c, 1, i] * v_a[1, k]
+                                     + viewmats[c, 2, i] * v_a[2, k])
+                v00, v01, v02 = v_m[0, 0] * scales[n, 0], v_m[0, 1] * scales[n, 1], v_m[0, 2] * scales[n, 2]
+                v10, v11, v12 = v_m[1, 0] * scales[n, 0], v_m[1, 1] * scales[n, 1], v_m[1, 2] * scales[n, 2]
+                v20, v21, v22 = v_m[2, 0] * scales[n, 0], v_m[2, 1] * scales[n, 1], v_m[2, 2] * scales[n, 2]
+                for k in range(3):
+                    v_scales[n, k] += v_m[0, k] * r[0, k] + v_m[1, k] * r[1, k] + v_m[2, k] * r[2, k]
+                norm = _rotation(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3], r)
+                w, qx, qy, qz = quats[n, 0] / norm, quats[n, 1] / norm, quats[n, 2] / norm, quats[n, 3] / norm
+                gw = 2.0 * (-qz * v01 + qy * v02 + qz * v10 - qx * v12 - qy * v20 + qx * v21)
+                gx = 2.0 * (qy * v01 + qz * v02 + qy * v10 - 2.0 * qx * v11 - w * v12 + qz * v20 + w * v21
+                            - 2.0 * qx * v22)
+                gy = 2.0 * (-2.0 * qy * v00 + qx * v01 + w * v02 + qx * v10 + qz * v12 - w * v20 + qz * v21
+                            - 2.0 * qy * v22)
+                gz = 2.0 * (-2.0 * qz * v00 - w * v01 + qx * v02 + w * v10 - 2.0 * qz * v11 + qy * v12
+                            + qx * v20 + qy * v21)
+                dot = gw * w + gx * qx + gy * qy + gz * qz
+                v_quats[n, 0] += (gw - w * dot) / norm
+                v_quats[n, 1] += (gx - qx * dot) / norm
+                v_quats[n, 2] += (gy - qy * dot) / norm
+                v_quats[n, 3] += (gz - qz * dot) / norm
+                # J (and the mean) in terms of the camera-space mean
+                z2, z3 = z * z, z * z * z
+                tx, ty = z * lx, z * ly
+                v_x = fx / z * v_means2d[c, n, 0]
+                v_y = fy / z * v_means2d[c, n, 1]
+                v_z = -fx * x / z2 * v_means2d[c, n, 0] - fy * y / z2 * v_means2d[c, n, 1]
+                v_z += -fx / z2 * v_j00 + 2.0 * fx * tx / z3 * v_j02 - fy / z2 * v_j11 + 2.0 * fy * ty / z3 * v_j12
+                v_tx = -fx / z2 * v_j02
+                v_ty = -fy / z2 * v_j12
+                if clamped_x:
+                    v_z += lx * v_tx
+                else:
+                    v_x += v_tx
+                if clamped_y:
+                    v_z += ly * v_ty
+                else:
+                    v_y += v_ty
+                for i in range(3):
+                    v_means[n, i] += viewmats[c, 0, i] * v_x + viewmats[c, 1, i] * v_y + viewmats[c, 2, i] * v_z

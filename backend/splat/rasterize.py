@@ -93,9 +93,11 @@ def project(
     ty = z * torch.minimum(torch.maximum(y / z, -lim_y_neg), lim_y_pos)
     zero = torch.zeros_like(z)
     jac = torch.stack([fx / z, zero, -fx * tx / (z * z), zero, fy / z, -fy * ty / (z * z)], -1).reshape(*z.shape, 2, 3)
+    # Broadcast products rather than batched 3x3 matmuls, which cost microseconds per matrix.
     rs = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3]: R S
-    t = jac @ rot[:, None] @ rs[None]  # [C, N, 2, 3]: J W R S
-    cov = t @ t.transpose(-1, -2)  # [C, N, 2, 2]
+    wrs = (rot[:, None, :, :, None] * rs[None, :, None, :, :]).sum(-2)  # [C, N, 3, 3]: W R S
+    t = (jac[..., :, :, None] * wrs[..., None, :, :]).sum(-2)  # [C, N, 2, 3]: J W R S
+    cov = (t[..., :, None, :] * t[..., None, :, :]).sum(-1)  # [C, N, 2, 2]
     a = cov[..., 0, 0] + eps2d
     b = cov[..., 0, 1]
     c = cov[..., 1, 1] + eps2d
@@ -208,8 +210,12 @@ def rasterize(
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                                  backgrounds, near_plane, far_plane, eps2d, tile_size or 16)
     tile_size = tile_size or (16 if backend == "numba" else 8)
-    proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d)
-    rgb_cam = camera_colors(colors, sh_degree, means, viewmats)
+    if backend == "numba":
+        proj, rgb_cam = project_numba(means, quats, scales, opacities, colors, sh_degree, viewmats, Ks, width, height,
+                                      near_plane, far_plane, eps2d)
+    else:
+        proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d)
+        rgb_cam = camera_colors(colors, sh_degree, means, viewmats)
     if backend == "numba":
         bins = NumbaBins(proj, width, height, tile_size)
         rgb, alpha = _NumbaComposite.apply(proj.means2d, proj.conics, rgb_cam, proj.opacities, bins)
@@ -228,12 +234,76 @@ def rasterize(
 
 
 # -- numba path -------------------------------------------------------------------------------
+def _np32(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
+
+
+def _gaussian_chunks(n: int) -> list[np.ndarray]:
+    threads = _kernels.get_threads()
+    pieces = 1 if threads == 1 or n < 4096 else 2 * threads
+    bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
+    return [bounds[i : i + 2].copy() for i in range(pieces) if bounds[i + 1] > bounds[i]]
+
+
+class _NumbaProject(torch.autograd.Function):
+    """Projection and SH colours in one numba pass each way (what :func:`project` and
+    :func:`camera_colors` compute with autograd)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, coeffs, opacities, viewmats, Ks, width, height, near, far, eps2d,
+                sh_degree):  # noqa: D401 - autograd API
+        n_cameras, n = viewmats.shape[0], means.shape[0]
+        arrays = [_np32(t) for t in (means, quats, scales, coeffs, opacities, viewmats, Ks)]
+        means2d = np.empty((n_cameras, n, 2), np.float32)
+        conics = np.empty((n_cameras, n, 3), np.float32)
+        depths = np.empty((n_cameras, n), np.float32)
+        radii = np.empty((n_cameras, n, 2), np.int32)
+        colors = np.empty((n_cameras, n, 3) if sh_degree >= 0 else (0, 0, 3), np.float32)
+        chunks = _gaussian_chunks(n)
+        m, q, s, c, o, vm, k = arrays
+        _kernels.run_chunks(_kernels.project_forward, chunks, m, q, s, o, c, sh_degree, vm, k, width, height, near, far,
+                            eps2d, means2d, conics, depths, radii, colors)
+        ctx.arrays = (arrays, radii, colors, chunks)
+        ctx.settings = (width, height, eps2d, sh_degree)
+        out = [torch.from_numpy(a) for a in (means2d, conics, colors, depths, radii)]
+        ctx.mark_non_differentiable(out[3], out[4])
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_conics, v_colors, _v_depths, _v_radii):
+        arrays, radii, colors, chunks = ctx.arrays
+        width, height, eps2d, sh_degree = ctx.settings
+        means, quats, scales, coeffs, _, viewmats, Ks = arrays
+        v_means = np.empty_like(means)
+        v_quats = np.empty_like(quats)
+        v_scales = np.empty_like(scales)
+        v_coeffs = np.zeros_like(coeffs)
+        v_colors_np = _np32(v_colors) if sh_degree >= 0 else np.zeros((0, 0, 3), np.float32)
+        _kernels.run_chunks(_kernels.project_backward, chunks, means, quats, scales, coeffs, sh_degree, viewmats, Ks,
+                            width, height, eps2d, radii, colors, _np32(v_means2d), _np32(v_conics), v_colors_np,
+                            v_means, v_quats, v_scales, v_coeffs)
+        grads = [torch.from_numpy(a) for a in (v_means, v_quats, v_scales, v_coeffs)]
+        return (*grads, None, None, None, None, None, None, None, None, None)
+
+
+def project_numba(means, quats, scales, opacities, colors, sh_degree, viewmats, Ks, width, height, near_plane,
+                  far_plane, eps2d) -> tuple[Projection, Tensor]:
+    """:func:`project` and :func:`camera_colors` through the numba kernels."""
+    use_sh = sh_degree is not None
+    coeffs = colors if use_sh else torch.zeros(means.shape[0], 1, 3)
+    means2d, conics, rgb, depths, radii = _NumbaProject.apply(
+        means, quats, scales, coeffs, opacities, viewmats, Ks, width, height, float(near_plane), float(far_plane),
+        float(eps2d), sh_degree if use_sh else -1)
+    if not use_sh:
+        rgb = camera_colors(colors, None, means, viewmats)
+    proj = Projection(means2d, conics, depths, radii, opacities.unsqueeze(0).expand(viewmats.shape[0], -1))
+    return proj, rgb
+
+
 class NumbaBins:
     """Tile lists of one projection, and the split of the tiles between numba's threads."""
 
     def __init__(self, proj: Projection, width: int, height: int, tile_size: int) -> None:
-        import numba
-
         n_cameras, n = proj.depths.shape
         self.width, self.height, self.tile_size = width, height, tile_size
         self.tiles_x = (width + tile_size - 1) // tile_size
@@ -253,7 +323,8 @@ class NumbaBins:
             self.means2d, np.ascontiguousarray(radii, dtype=np.int32), order.astype(np.int64), n, width, height,
             tile_size, self.tiles_x, self.tiles_y)
         cost = _kernels.tile_costs(self.offsets, self.ids, self.bbox, tile_size, self.tiles_x, self.tiles_per_camera)
-        self.work_offsets, self.work_tiles = _kernels.split_work(cost, numba.get_num_threads())
+        threads = _kernels.get_threads()
+        self.chunks = _kernels.split_work(cost, 1 if threads == 1 else 4 * threads)
         self.n_isects = int(len(self.ids))
 
 
@@ -271,9 +342,9 @@ class _NumbaComposite(torch.autograd.Function):
         rgb = np.zeros((n_cameras, h, w, 3), np.float32)
         final_t = np.ones((n_cameras, h, w), np.float32)
         last = np.zeros((n_cameras, h, w), np.int32)
-        _kernels.composite_forward(bins.work_offsets, bins.work_tiles, bins.offsets, bins.ids, bins.bbox, bins.means2d,
-                                   conics_np, colors_np, opac_np, w, h, bins.tile_size, bins.tiles_x,
-                                   bins.tiles_per_camera, rgb, final_t, last)
+        _kernels.run_chunks(_kernels.composite_forward, bins.chunks, bins.offsets, bins.ids, bins.bbox, bins.means2d,
+                            conics_np, colors_np, opac_np, w, h, bins.tile_size, bins.tiles_x, bins.tiles_per_camera,
+                            rgb, final_t, last)
         ctx.bins = bins
         ctx.arrays = (conics_np, colors_np, opac_np, rgb, final_t, last)
         ctx.dtypes = (means2d.dtype, conics.dtype, colors.dtype, opacities.dtype)
@@ -289,10 +360,9 @@ class _NumbaComposite(torch.autograd.Function):
         v_rgb_np = np.ascontiguousarray(v_rgb.numpy(), dtype=np.float32)
         v_alpha_np = np.ascontiguousarray(v_alpha[..., 0].numpy(), dtype=np.float32)
         isect_grad = np.empty((bins.n_isects, 9), np.float32)
-        _kernels.composite_backward(bins.work_offsets, bins.work_tiles, bins.offsets, bins.ids, bins.bbox,
-                                    bins.means2d, conics_np, colors_np, opac_np, bins.width, bins.height,
-                                    bins.tile_size, bins.tiles_x, bins.tiles_per_camera, rgb, final_t, last,
-                                    v_rgb_np, v_alpha_np, isect_grad)
+        _kernels.run_chunks(_kernels.composite_backward, bins.chunks, bins.offsets, bins.ids, bins.bbox, bins.means2d,
+                            conics_np, colors_np, opac_np, bins.width, bins.height, bins.tile_size, bins.tiles_x,
+                            bins.tiles_per_camera, rgb, final_t, last, v_rgb_np, v_alpha_np, isect_grad)
         grads = torch.from_numpy(_kernels.gather_gradients(bins.ids, isect_grad, n_cameras * n)).reshape(n_cameras, n, 9)
         dt_means, dt_conics, dt_colors, dt_opac = ctx.dtypes
         return (grads[..., 0:2].to(dt_means), grads[..., 2:5].to(dt_conics), grads[..., 6:9].to(dt_colors),

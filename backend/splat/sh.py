@@ -10,6 +10,7 @@ degree evaluated needs; extra ones are ignored), ordered ``l = 0; l = 1 (m = -1,
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 SH_C0 = 0.28209479177387814
@@ -45,47 +46,39 @@ def sh_to_rgb(dc: Tensor) -> Tensor:
     return dc * SH_C0 + 0.5
 
 
+def sh_basis(degree: int, dirs: Tensor) -> Tensor:  # [..., 3] -> [..., (degree + 1) ** 2]
+    """The real SH basis functions (3DGS constants and signs) along ``dirs`` (normalised here)."""
+    if not 0 <= degree <= MAX_DEGREE:
+        raise ValueError(f"SH degree must be 0..{MAX_DEGREE}, got {degree}")
+    terms = [torch.full_like(dirs[..., 0], SH_C0)]
+    if degree > 0:
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        x, y, z = dirs.unbind(-1)
+        terms += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
+    if degree > 1:
+        xx, yy, zz = x * x, y * y, z * z
+        xy, yz, xz = x * y, y * z, x * z
+        terms += [SH_C2[0] * xy, SH_C2[1] * yz, SH_C2[2] * (2.0 * zz - xx - yy), SH_C2[3] * xz,
+                  SH_C2[4] * (xx - yy)]
+    if degree > 2:
+        terms += [SH_C3[0] * y * (3.0 * xx - yy), SH_C3[1] * xy * z, SH_C3[2] * y * (4.0 * zz - xx - yy),
+                  SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy), SH_C3[4] * x * (4.0 * zz - xx - yy),
+                  SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3.0 * yy)]
+    return torch.stack(terms, -1)
+
+
 def eval_sh(
     degree: int,
     dirs: Tensor,  # [..., 3], need not be normalised
     coeffs: Tensor,  # [..., K, 3], K >= (degree + 1) ** 2
 ) -> Tensor:  # [..., 3]
-    """The SH expansion of degree ``degree`` along ``dirs`` (normalised here), without the
-    +0.5 offset or clamping (see :func:`colors_from_sh`). Differentiable in both inputs."""
-    if not 0 <= degree <= MAX_DEGREE:
-        raise ValueError(f"SH degree must be 0..{MAX_DEGREE}, got {degree}")
-    if coeffs.shape[-2] < num_coeffs(degree):
-        raise ValueError(f"degree {degree} needs {num_coeffs(degree)} coefficients, got {coeffs.shape[-2]}")
-    result = SH_C0 * coeffs[..., 0, :]
-    if degree == 0:
-        return result
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    x, y, z = (dirs[..., i : i + 1] for i in range(3))
-    result = result - SH_C1 * y * coeffs[..., 1, :] + SH_C1 * z * coeffs[..., 2, :] - SH_C1 * x * coeffs[..., 3, :]
-    if degree == 1:
-        return result
-    xx, yy, zz = x * x, y * y, z * z
-    xy, yz, xz = x * y, y * z, x * z
-    result = (
-        result
-        + SH_C2[0] * xy * coeffs[..., 4, :]
-        + SH_C2[1] * yz * coeffs[..., 5, :]
-        + SH_C2[2] * (2.0 * zz - xx - yy) * coeffs[..., 6, :]
-        + SH_C2[3] * xz * coeffs[..., 7, :]
-        + SH_C2[4] * (xx - yy) * coeffs[..., 8, :]
-    )
-    if degree == 2:
-        return result
-    return (
-        result
-        + SH_C3[0] * y * (3.0 * xx - yy) * coeffs[..., 9, :]
-        + SH_C3[1] * xy * z * coeffs[..., 10, :]
-        + SH_C3[2] * y * (4.0 * zz - xx - yy) * coeffs[..., 11, :]
-        + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * coeffs[..., 12, :]
-        + SH_C3[4] * x * (4.0 * zz - xx - yy) * coeffs[..., 13, :]
-        + SH_C3[5] * z * (xx - yy) * coeffs[..., 14, :]
-        + SH_C3[6] * x * (xx - 3.0 * yy) * coeffs[..., 15, :]
-    )
+    """The SH expansion of degree ``degree`` along ``dirs``, without the +0.5 offset or
+    clamping (see :func:`colors_from_sh`). Differentiable in both inputs."""
+    k = num_coeffs(degree)
+    if coeffs.shape[-2] < k:
+        raise ValueError(f"degree {degree} needs {k} coefficients, got {coeffs.shape[-2]}")
+    basis = sh_basis(degree, dirs)  # [..., K]
+    return (basis.unsqueeze(-1) * coeffs[..., :k, :]).sum(-2)
 
 
 def colors_from_sh(
@@ -99,5 +92,7 @@ def colors_from_sh(
     if degree == 0:  # view-independent: one evaluation for every camera
         rgb = (SH_C0 * coeffs[:, 0, :] + 0.5).clamp_min(0.0)
         return rgb.unsqueeze(0).expand(campos.shape[0], -1, -1)
+    k = num_coeffs(degree)
     dirs = means.unsqueeze(0) - campos.unsqueeze(1)  # [C, N, 3]
-    return (eval_sh(degree, dirs, coeffs.unsqueeze(0).expand(campos.shape[0], -1, -1, -1)) + 0.5).clamp_min(0.0)
+    basis = sh_basis(degree, dirs)  # [C, N, K]
+    return ((basis.unsqueeze(-1) * coeffs[:, :k].unsqueeze(0)).sum(-2) + 0.5).clamp_min(0.0)
