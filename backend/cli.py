@@ -36,6 +36,8 @@ JOB_COMMANDS = (
     ("render-splats", "render 3D Gaussian splats (a 3DGS .ply) from cameras into PNGs"),
     ("body", "photos of a person to a posed, rigged human body (Anny, or an SMPL-family file)"),
     ("body_shape", "a fitted body (body.npz) with new shape parameters, in the same pose"),
+    ("nerf", "train a radiance field (Instant-NGP hash grid, or the original NeRF) from posed photos"),
+    ("render-nerf", "render a trained radiance field from cameras into PNGs"),
 )
 
 

@@ -20,6 +20,8 @@ KINDS = {
     "render-splats": "backend.jobs.render_splats",
     "body": "backend.jobs.body",
     "body_shape": "backend.jobs.body_shape",
+    "nerf": "backend.jobs.nerf",
+    "render-nerf": "backend.jobs.render_nerf",
 }
 
 

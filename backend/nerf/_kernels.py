@@ -1,0 +1,280 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""CPU kernels of the radiance field, compiled by numba: the hash-grid encoding forward and
+backward, the sparse Adam step of the hash table, and the ray marcher that places samples
+in the occupancy grid's occupied cells.
+
+Each kernel computes the same function as a PyTorch path (:mod:`.hashgrid`, :mod:`.render`)
+that the tests compare it with. Threads: the encoding's forward splits the points in
+ranges, its backward splits the levels (each level's rows of the table belong to one
+thread, so the scatter needs no atomics); both run while torch's own threads are idle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # numba is optional: without it the PyTorch paths are used
+    import numba
+except ImportError:  # pragma: no cover - exercised only in environments without numba
+    numba = None
+
+AVAILABLE = numba is not None
+
+if AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _level_strides(dense, res):
+        """Per-axis multipliers of a corner's row: the dense strides or the hash primes."""
+        if dense:
+            return np.int64(1), np.int64(res), np.int64(res * res)
+        return np.int64(1), np.int64(2654435761), np.int64(805459861)
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _wrap(index, size, dense):
+        """tiny-cuda-nn's ``index % hashmap_size`` on uint32 values."""
+        index &= 0xFFFFFFFF
+        if size & (size - 1) == 0:
+            return index & (size - 1)
+        return index % size if index >= size else index
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _encode_forward(x, table, offsets, scales, resolutions, dense, out, n_workers):
+        """F = 2. Each worker takes a contiguous range of points and runs through it once per
+        level (one level's table at a time stays in cache)."""
+        n = x.shape[0]
+        n_levels = scales.shape[0]
+        half = np.float32(0.5)
+        one = np.float32(1.0)
+        per_worker = (n + n_workers - 1) // n_workers
+        for worker in numba.prange(n_workers):
+            start = worker * per_worker
+            end = min(n, start + per_worker)
+            for level in range(n_levels):
+                scale = scales[level]
+                base = offsets[level]
+                size = offsets[level + 1] - base
+                is_dense = dense[level]
+                sx, sy, sz = _level_strides(is_dense, resolutions[level])
+                for i in range(start, end):
+                    px = x[i, 0] * scale + half
+                    py = x[i, 1] * scale + half
+                    pz = x[i, 2] * scale + half
+                    fx0 = np.float32(math.floor(px))
+                    fy0 = np.float32(math.floor(py))
+                    fz0 = np.float32(math.floor(pz))
+                    fx, fy, fz = px - fx0, py - fy0, pz - fz0
+                    ux, uy, uz = one - fx, one - fy, one - fz
+                    x0 = np.int64(fx0) * sx
+                    y0 = np.int64(fy0) * sy
+                    z0 = np.int64(fz0) * sz
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    for corner in range(8):
+                        hx = x0 + sx if corner & 1 else x0
+                        hy = y0 + sy if corner & 2 else y0
+                        hz = z0 + sz if corner & 4 else z0
+                        w = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
+                        index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
+                        row = base + _wrap(index, size, is_dense)
+                        a0 += w * table[row, 0]
+                        a1 += w * table[row, 1]
+                    out[i, 2 * level] = a0
+                    out[i, 2 * level + 1] = a1
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers):
+        """F = 2. Each worker owns every ``n_workers``-th level (its rows of the table), so
+        the scatter needs no atomics."""
+        n = x.shape[0]
+        n_levels = scales.shape[0]
+        half = np.float32(0.5)
+        one = np.float32(1.0)
+        for worker in numba.prange(n_workers):
+            for level in range(worker, n_levels, n_workers):  # interleaved: coarse and fine levels on each
+                scale = scales[level]
+                base = offsets[level]
+                size = offsets[level + 1] - base
+                is_dense = dense[level]
+                sx, sy, sz = _level_strides(is_dense, resolutions[level])
+                for i in range(n):
+                    g0 = grad_out[i, 2 * level]
+                    g1 = grad_out[i, 2 * level + 1]
+                    px = x[i, 0] * scale + half
+                    py = x[i, 1] * scale + half
+                    pz = x[i, 2] * scale + half
+                    fx0 = np.float32(math.floor(px))
+                    fy0 = np.float32(math.floor(py))
+                    fz0 = np.float32(math.floor(pz))
+                    fx, fy, fz = px - fx0, py - fy0, pz - fz0
+                    ux, uy, uz = one - fx, one - fy, one - fz
+                    x0 = np.int64(fx0) * sx
+                    y0 = np.int64(fy0) * sy
+                    z0 = np.int64(fz0) * sz
+                    for corner in range(8):
+                        hx = x0 + sx if corner & 1 else x0
+                        hy = y0 + sy if corner & 2 else y0
+                        hz = z0 + sz if corner & 4 else z0
+                        w = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
+                        index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
+                        row = base + _wrap(index, size, is_dense)
+                        grad_table[row, 0] += w * g0
+                        grad_table[row, 1] += w * g1
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2):
+        n = param.shape[0]
+        chunk = 1 << 16
+        for c in numba.prange((n + chunk - 1) // chunk):
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                g = grad[i]
+                if g != 0.0:
+                    m = b1 * exp_avg[i] + (1.0 - b1) * g
+                    v = b2 * exp_avg_sq[i] + (1.0 - b2) * g * g
+                    exp_avg[i] = m
+                    exp_avg_sq[i] = v
+                    param[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
+                    grad[i] = 0.0
+
+
+def _workers(limit: int) -> int:
+    return max(1, min(numba.get_num_threads(), limit))
+
+
+def encode_forward(x, table, offsets, scales, resolutions, dense, out) -> None:
+    """Hash-grid features of ``x [N, 3] float32`` into ``out [N, L * 2] float32`` (F = 2)."""
+    _encode_forward(x, table, offsets, scales, resolutions, dense, out, _workers(max(1, x.shape[0] // 1024)))
+
+
+def encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table) -> None:
+    """Adds d(loss)/d(table) into ``grad_table [rows, F] float32`` given ``grad_out [N, L * F]``."""
+    _encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table, _workers(len(scales)))
+
+
+def sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2) -> None:
+    """Adam on flat float32 arrays, in place, skipping zero gradients; zeroes ``grad``."""
+    _sparse_adam(param, grad, exp_avg, exp_avg_sq, float(lr), float(b1), float(b2), float(eps), float(c1), float(c2))
+
+
+if AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _occupied(ox, oy, oz, dx, dy, dz, t, contracted, cx, cy, cz, hx, hy, hz, bits, res):
+        """Whether the grid cell holding the point at ``t`` along the ray is occupied."""
+        yx = (ox + t * dx - cx) / hx
+        yy = (oy + t * dy - cy) / hy
+        yz = (oz + t * dz - cz) / hz
+        if contracted:
+            n = max(abs(yx), max(abs(yy), abs(yz)))
+            if n > 1.0:
+                k = (2.0 - 1.0 / n) / n
+                yx, yy, yz = yx * k, yy * k, yz * k
+            ux, uy, uz = yx * 0.25 + 0.5, yy * 0.25 + 0.5, yz * 0.25 + 0.5
+        else:
+            ux, uy, uz = yx * 0.5 + 0.5, yy * 0.5 + 0.5, yz * 0.5 + 0.5
+        if ux < 0.0 or uy < 0.0 or uz < 0.0 or ux > 1.0 or uy > 1.0 or uz > 1.0:
+            return False
+        ix = min(int(ux * res), res - 1)
+        iy = min(int(uy * res), res - 1)
+        iz = min(int(uz * res), res - 1)
+        return bits[ix, iy, iz] != 0
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _sample_occupied(origins, dirs, t_near, t_mid, t_far, fine_step, n_outer, contracted, center, half, bits,
+                         jitter, out_t, out_dt, out_count, max_steps):
+        n_rays = origins.shape[0]
+        n_samples = jitter.shape[1]
+        res = bits.shape[0]
+        cx, cy, cz = center[0], center[1], center[2]
+        hx, hy, hz = half[0], half[1], half[2]
+        chunk = 256
+        for c in numba.prange((n_rays + chunk - 1) // chunk):
+            starts = np.empty(max_steps, np.float64)
+            lengths = np.empty(max_steps, np.float64)
+            for r in range(c * chunk, min(n_rays, (c + 1) * chunk)):
+                ox, oy, oz = origins[r, 0], origins[r, 1], origins[r, 2]
+                dx, dy, dz = dirs[r, 0], dirs[r, 1], dirs[r, 2]
+                k = 0
+                ta, tb = t_near[r], t_mid[r]
+                if tb > ta:  # linear part: equal steps of about fine_step
+                    m = min(max_steps, int(math.ceil((tb - ta) / fine_step)))
+                    step = (tb - ta) / m
+                    for i in range(m):
+                        t0 = ta + i * step
+                        if _occupied(ox, oy, oz, dx, dy, dz, t0 + 0.5 * step, contracted, cx, cy, cz, hx, hy, hz,
+                                     bits, res):
+                            starts[k] = t0
+                            lengths[k] = step
+                            k += 1
+                tc = t_far[r]
+                if contracted and tc > tb and n_outer > 0:  # outer part: equal steps in 1 / t
+                    a, b = 1.0 / max(tb, 1e-9), 1.0 / tc
+                    for j in range(n_outer):
+                        if k >= max_steps:
+                            break
+                        t0 = 1.0 / (a + (b - a) * j / n_outer)
+                        t1 = 1.0 / (a + (b - a) * (j + 1) / n_outer)
+                        if _occupied(ox, oy, oz, dx, dy, dz, 0.5 * (t0 + t1), contracted, cx, cy, cz, hx, hy, hz,
+                                     bits, res):
+                            starts[k] = t0
+                            lengths[k] = t1 - t0
+                            k += 1
+                out_count[r] = k
+                if k == 0:
+                    for j in range(n_samples):
+                        out_t[r, j] = 0.0
+                        out_dt[r, j] = 0.0
+                    continue
+                per = k / n_samples
+                for j in range(n_samples):
+                    q = (j + jitter[r, j]) * per
+                    i = min(int(q), k - 1)
+                    out_t[r, j] = starts[i] + (q - i) * lengths[i]
+                    out_dt[r, j] = lengths[i] * per
+
+
+def sample_occupied(origins, dirs, t_near, t_mid, t_far, fine_step, n_outer, contracted, center, half, bits, jitter,
+                    max_steps):
+    """See :func:`backend.nerf.render.sample_occupied`; numpy arrays, float32 rays."""
+    n_rays, n_samples = jitter.shape
+    out_t = np.empty((n_rays, n_samples), np.float32)
+    out_dt = np.empty((n_rays, n_samples), np.float32)
+    out_count = np.empty(n_rays, np.int64)
+    _sample_occupied(origins, dirs, t_near, t_mid, t_far, float(fine_step), int(n_outer), bool(contracted),
+                     np.asarray(center, np.float64), np.asarray(half, np.float64), bits, jitter, out_t, out_dt,
+                     out_count, int(max_steps))
+    return out_t, out_dt, out_count
+
+
+if AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _visible(points, Ks, w2cs, sizes, min_depth, out):
+        n = points.shape[0]
+        n_cams = Ks.shape[0]
+        chunk = 4096
+        for c in numba.prange((n + chunk - 1) // chunk):
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+                seen = False
+                for k in range(n_cams):
+                    z = w2cs[k, 2, 0] * px + w2cs[k, 2, 1] * py + w2cs[k, 2, 2] * pz + w2cs[k, 2, 3]
+                    if z <= min_depth:
+                        continue
+                    x = w2cs[k, 0, 0] * px + w2cs[k, 0, 1] * py + w2cs[k, 0, 2] * pz + w2cs[k, 0, 3]
+                    y = w2cs[k, 1, 0] * px + w2cs[k, 1, 1] * py + w2cs[k, 1, 2] * pz + w2cs[k, 1, 3]
+                    u = Ks[k, 0, 0] * x / z + Ks[k, 0, 1] * y / z + Ks[k, 0, 2]
+                    v = Ks[k, 1, 1] * y / z + Ks[k, 1, 2]
+                    if u >= 0.0 and v >= 0.0 and u <= sizes[k, 0] and v <= sizes[k, 1]:
+                        seen = True
+                        break
+                out[i] = seen
+
+
+def visible(points, Ks, w2cs, sizes, min_depth):
+    """Whether any camera sees each point ``[N, 3]`` (in front of ``min_depth``, inside its image)."""
+    out = np.zeros(points.shape[0], np.bool_)
+    _visible(np.ascontiguousarray(points, np.float64), np.ascontiguousarray(Ks, np.float64),
+             np.ascontiguousarray(w2cs, np.float64), np.ascontiguousarray(sizes, np.float64), float(min_depth), out)
+    return out
