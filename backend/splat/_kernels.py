@@ -38,6 +38,7 @@ T_MIN = np.float32(1e-4)
 
 HALF = np.float32(0.5)
 ONE = np.float32(1.0)
+ZERO = np.float32(0.0)
 
 if AVAILABLE:
 
@@ -60,6 +61,17 @@ if AVAILABLE:
         xa = max(x0, int(math.ceil(np.float64(mx) - hi - 0.5 - 1e-3)))
         xb = min(x1, int(math.floor(np.float64(mx) - lo - 0.5 + 1e-3)))
         return xa, xb
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _row_start(mx, dy, a, b, c, xa):
+        """``exp(power)`` at pixel ``xa`` of a row, and the two factors that step it along the
+        row: ``power`` is quadratic in x, so ``exp(power(x + 1)) = exp(power(x)) * step`` with
+        ``step`` itself multiplied by ``exp(-a)`` each pixel (float64: three exps per row
+        instead of one per pixel)."""
+        a64, b64, c64, dy64 = np.float64(a), np.float64(b), np.float64(c), np.float64(dy)
+        dx = np.float64(mx) - (xa + 0.5)
+        power = -0.5 * (a64 * dx * dx + c64 * dy64 * dy64) - b64 * dy64 * dx
+        return math.exp(power), math.exp(a64 * dx - 0.5 * a64 + b64 * dy64), math.exp(-a64)
 
     @numba.njit(cache=True, nogil=True)
     def bin_tiles(means2d, radii, order, n_per_camera, width, height, tile_size, tiles_x, tiles_y):
@@ -135,7 +147,9 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _forward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_size,
-                      tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf_t, buf_rgb, buf_last):
+                      tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last):
+        """One tile, front to back, Gaussian by Gaussian over the pixels of its ellipse. Per
+        pixel in ``buf``: transmittance (negated once the pixel has stopped), r, g, b."""
         camera = t // tiles_per_camera
         local = t % tiles_per_camera
         tx0 = (local % tiles_x) * tile_size
@@ -146,10 +160,10 @@ if AVAILABLE:
         start = offsets[t]
         n_pixels = tw * (ty1 - ty0)
         for i in range(n_pixels):
-            buf_t[i] = 1.0
-            buf_rgb[i, 0] = 0.0
-            buf_rgb[i, 1] = 0.0
-            buf_rgb[i, 2] = 0.0
+            buf[i, 0] = ONE
+            buf[i, 1] = ZERO
+            buf[i, 2] = ZERO
+            buf[i, 3] = ZERO
             buf_last[i] = start
         alive = n_pixels
         for k in range(start, offsets[t + 1]):
@@ -164,45 +178,49 @@ if AVAILABLE:
             for y in range(y0, y1 + 1):
                 dy = my - (np.float32(y) + HALF)
                 xa, xb = _row_range(mx, dy, a, b, c, power_min, x0, x1)
+                if xa > xb:
+                    continue
                 row = (y - ty0) * tw - tx0
+                vis, step, ratio = _row_start(mx, dy, a, b, c, xa)
                 for x in range(xa, xb + 1):
                     i = row + x
-                    tr = buf_t[i]
-                    if tr <= 0.0:  # this pixel has stopped
-                        continue
-                    dx = mx - (np.float32(x) + HALF)
-                    power = -HALF * (a * dx * dx + c * dy * dy) - b * dx * dy
-                    if power > 0.0:
-                        continue
-                    alpha = min(ALPHA_MAX, o * math.exp(power))
-                    if alpha < ALPHA_MIN:
+                    tr = buf[i, 0]
+                    alpha = min(ALPHA_MAX, o * vis)
+                    vis *= step  # exp(power) of the next pixel
+                    step *= ratio
+                    if tr <= ZERO or alpha < ALPHA_MIN:  # stopped, or too faint
                         continue
                     next_t = tr * (ONE - alpha)
                     if next_t <= T_MIN:
-                        buf_t[i] = -tr  # stopped: keep the transmittance, negated as a flag
+                        buf[i, 0] = -tr  # stopped: keep the transmittance, negated as a flag
                         alive -= 1
                         continue
                     w = alpha * tr
-                    buf_rgb[i, 0] += w * cr
-                    buf_rgb[i, 1] += w * cg
-                    buf_rgb[i, 2] += w * cb
-                    buf_t[i] = next_t
+                    buf[i, 1] += w * cr
+                    buf[i, 2] += w * cg
+                    buf[i, 3] += w * cb
+                    buf[i, 0] = next_t
                     buf_last[i] = k + 1
             if alive == 0:
                 break
         for y in range(ty0, ty1):
             for x in range(tx0, tx1):
                 i = (y - ty0) * tw + (x - tx0)
-                out_rgb[camera, y, x, 0] = buf_rgb[i, 0]
-                out_rgb[camera, y, x, 1] = buf_rgb[i, 1]
-                out_rgb[camera, y, x, 2] = buf_rgb[i, 2]
-                out_t[camera, y, x] = abs(buf_t[i])
+                out_rgb[camera, y, x, 0] = buf[i, 1]
+                out_rgb[camera, y, x, 1] = buf[i, 2]
+                out_rgb[camera, y, x, 2] = buf[i, 3]
+                out_t[camera, y, x] = abs(buf[i, 0])
                 out_last[camera, y, x] = buf_last[i]
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _backward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_size,
                        tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out, isect_grad,
-                       buf_t, buf_acc):
+                       buf, buf_last):
+        """One tile, front to back again, recomputing the transmittance; for each Gaussian,
+        ``dC/dalpha = c T - (what it hides) / (1 - alpha)``, summed over its pixels. Per pixel
+        in ``buf``: transmittance, accumulated r, g, b, then (copied in) the upstream colour
+        gradient, the rendered colour, and the upstream alpha gradient times the final
+        transmittance."""
         camera = t // tiles_per_camera
         local = t % tiles_per_camera
         tx0 = (local % tiles_x) * tile_size
@@ -214,10 +232,15 @@ if AVAILABLE:
         for y in range(ty0, ty1):
             for x in range(tx0, tx1):
                 i = (y - ty0) * tw + (x - tx0)
-                buf_t[i] = 1.0
-                buf_acc[i, 0] = 0.0
-                buf_acc[i, 1] = 0.0
-                buf_acc[i, 2] = 0.0
+                buf[i, 0] = ONE
+                buf[i, 1] = ZERO
+                buf[i, 2] = ZERO
+                buf[i, 3] = ZERO
+                for ch in range(3):
+                    buf[i, 4 + ch] = v_rgb[camera, y, x, ch]
+                    buf[i, 7 + ch] = rgb[camera, y, x, ch]
+                buf[i, 10] = v_alpha_out[camera, y, x] * final_t[camera, y, x]
+                buf_last[i] = last[camera, y, x]
                 max_last = max(max_last, last[camera, y, x])
         for k in range(offsets[t], max_last):
             f = ids[k]
@@ -232,53 +255,51 @@ if AVAILABLE:
             for y in range(y0, y1 + 1):
                 dy = my - (np.float32(y) + HALF)
                 xa, xb = _row_range(mx, dy, a, b, c, power_min, x0, x1)
+                if xa > xb:
+                    continue
                 row = (y - ty0) * tw - tx0
+                vis_next, step, ratio = _row_start(mx, dy, a, b, c, xa)
+                dx = np.float64(mx) - (xa + 0.5) + 1.0
                 for x in range(xa, xb + 1):
-                    if k >= last[camera, y, x]:
-                        continue
                     i = row + x
-                    dx = mx - (np.float32(x) + HALF)
-                    power = -HALF * (a * dx * dx + c * dy * dy) - b * dx * dy
-                    if power > 0.0:
-                        continue
-                    vis = math.exp(power)
+                    vis = vis_next
+                    vis_next *= step
+                    step *= ratio
+                    dx -= 1.0
                     alpha_raw = o * vis
                     alpha = min(ALPHA_MAX, alpha_raw)
-                    if alpha < ALPHA_MIN:
+                    if k >= buf_last[i] or alpha < ALPHA_MIN:
                         continue
-                    tr = buf_t[i]
+                    tr = buf[i, 0]
                     w = alpha * tr
-                    vr, vg, vb = v_rgb[camera, y, x, 0], v_rgb[camera, y, x, 1], v_rgb[camera, y, x, 2]
+                    vr, vg, vb = buf[i, 4], buf[i, 5], buf[i, 6]
                     g_r += w * vr
                     g_g += w * vg
                     g_bl += w * vb
-                    acc_r = buf_acc[i, 0] + w * cr
-                    acc_g = buf_acc[i, 1] + w * cg
-                    acc_b = buf_acc[i, 2] + w * cb
-                    buf_acc[i, 0], buf_acc[i, 1], buf_acc[i, 2] = acc_r, acc_g, acc_b
+                    acc_r = buf[i, 1] + w * cr
+                    acc_g = buf[i, 2] + w * cg
+                    acc_b = buf[i, 3] + w * cb
+                    buf[i, 1], buf[i, 2], buf[i, 3] = acc_r, acc_g, acc_b
                     one_minus = ONE - alpha
-                    buf_t[i] = tr * one_minus
+                    buf[i, 0] = tr * one_minus
                     if alpha_raw > ALPHA_MAX:  # clamped: no gradient through alpha
                         continue
+                    inv = ONE / one_minus
                     # d(colour)/d(alpha): this Gaussian's colour, minus what it hides behind it.
-                    behind_r = rgb[camera, y, x, 0] - acc_r
-                    behind_g = rgb[camera, y, x, 1] - acc_g
-                    behind_b = rgb[camera, y, x, 2] - acc_b
-                    v_a = (vr * (cr * tr - behind_r / one_minus) + vg * (cg * tr - behind_g / one_minus)
-                           + vb * (cb * tr - behind_b / one_minus)
-                           + v_alpha_out[camera, y, x] * final_t[camera, y, x] / one_minus)
+                    v_a = (vr * (cr * tr - (buf[i, 7] - acc_r) * inv) + vg * (cg * tr - (buf[i, 8] - acc_g) * inv)
+                           + vb * (cb * tr - (buf[i, 9] - acc_b) * inv) + buf[i, 10] * inv)
                     g_o += v_a * vis
                     v_power = v_a * alpha
-                    g_a += -0.5 * v_power * dx * dx
-                    g_b += -v_power * dx * dy
-                    g_c += -0.5 * v_power * dy * dy
-                    g_mx += -v_power * (a * dx + b * dy)
-                    g_my += -v_power * (b * dx + c * dy)
-            isect_grad[k, 0] = g_mx
-            isect_grad[k, 1] = g_my
-            isect_grad[k, 2] = g_a
-            isect_grad[k, 3] = g_b
-            isect_grad[k, 4] = g_c
+                    g_a += v_power * dx * dx
+                    g_b += v_power * dx * dy
+                    g_c += v_power * dy * dy
+                    g_mx += v_power * (a * dx + b * dy)
+                    g_my += v_power * (b * dx + c * dy)
+            isect_grad[k, 0] = -g_mx
+            isect_grad[k, 1] = -g_my
+            isect_grad[k, 2] = -0.5 * g_a
+            isect_grad[k, 3] = -g_b
+            isect_grad[k, 4] = -0.5 * g_c
             isect_grad[k, 5] = g_o
             isect_grad[k, 6] = g_r
             isect_grad[k, 7] = g_g
@@ -291,13 +312,11 @@ if AVAILABLE:
     def composite_forward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
                           tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last):
         """Front-to-back compositing of the listed tiles."""
-        n_pixels = tile_size * tile_size
-        buf_t = np.empty(n_pixels, np.float32)
-        buf_rgb = np.empty((n_pixels, 3), np.float32)
-        buf_last = np.empty(n_pixels, np.int64)
+        buf = np.empty((tile_size * tile_size, 4), np.float32)
+        buf_last = np.empty(tile_size * tile_size, np.int32)
         for j in range(tiles.shape[0]):
             _forward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
-                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf_t, buf_rgb, buf_last)
+                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last)
 
     @numba.njit(cache=True, nogil=True)
     def composite_backward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
@@ -305,13 +324,12 @@ if AVAILABLE:
                            isect_grad):
         """Gradients of the listed tiles' intersections ``[M, 9]``: mean2d (2), conic (3),
         opacity, colour (3)."""
-        n_pixels = tile_size * tile_size
-        buf_t = np.empty(n_pixels, np.float32)
-        buf_acc = np.empty((n_pixels, 3), np.float32)
+        buf = np.empty((tile_size * tile_size, 11), np.float32)
+        buf_last = np.empty(tile_size * tile_size, np.int32)
         for j in range(tiles.shape[0]):
             _backward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
                            tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
-                           isect_grad, buf_t, buf_acc)
+                           isect_grad, buf, buf_last)
 
     @numba.njit(cache=True, nogil=True)
     def gather_gradients(ids, isect_grad, n_flat):
