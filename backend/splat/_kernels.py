@@ -74,7 +74,7 @@ if AVAILABLE:
         return math.exp(power), math.exp(a64 * dx - 0.5 * a64 + b64 * dy64), math.exp(-a64)
 
     @numba.njit(cache=True, nogil=True)
-    def bin_tiles(means2d, radii, order, n_per_camera, width, height, tile_size, tiles_x, tiles_y):
+    def bin_tiles(means2d, radii, order, n_per_camera, width, height, tile_w, tile_h, tiles_x, tiles_y):
         """Tile lists sorted by depth.
 
         means2d [F, 2] float32, radii [F, 2] int32 (0: culled), order [V] int64: the visible
@@ -106,8 +106,8 @@ if AVAILABLE:
             if x0 > x1 or y0 > y1:
                 continue
             base = (f // n_per_camera) * tiles_per_camera
-            for ty in range(y0 // tile_size, y1 // tile_size + 1):
-                for tx in range(x0 // tile_size, x1 // tile_size + 1):
+            for ty in range(y0 // tile_h, y1 // tile_h + 1):
+                for tx in range(x0 // tile_w, x1 // tile_w + 1):
                     counts[base + ty * tiles_x + tx + 1] += 1
         for t in range(counts.shape[0] - 1):
             counts[t + 1] += counts[t]
@@ -120,42 +120,42 @@ if AVAILABLE:
             if x0 > x1 or y0 > y1:
                 continue
             base = (f // n_per_camera) * tiles_per_camera
-            for ty in range(y0 // tile_size, y1 // tile_size + 1):
-                for tx in range(x0 // tile_size, x1 // tile_size + 1):
+            for ty in range(y0 // tile_h, y1 // tile_h + 1):
+                for tx in range(x0 // tile_w, x1 // tile_w + 1):
                     t = base + ty * tiles_x + tx
                     ids[fill[t]] = f
                     fill[t] += 1
         return bbox, offsets, ids
 
     @numba.njit(cache=True, nogil=True)
-    def tile_costs(offsets, ids, bbox, tile_size, tiles_x, tiles_per_camera):
+    def tile_costs(offsets, ids, bbox, tile_w, tile_h, tiles_x, tiles_per_camera):
         """Pixels each tile will touch: the sum over its Gaussians of their box in the tile."""
         n_tiles = offsets.shape[0] - 1
         cost = np.zeros(n_tiles, np.int64)
         for t in range(n_tiles):
             local = t % tiles_per_camera
-            tx0 = (local % tiles_x) * tile_size
-            ty0 = (local // tiles_x) * tile_size
+            tx0 = (local % tiles_x) * tile_w
+            ty0 = (local // tiles_x) * tile_h
             total = 0
             for k in range(offsets[t], offsets[t + 1]):
                 f = ids[k]
-                w = min(bbox[f, 1], tx0 + tile_size - 1) - max(bbox[f, 0], tx0) + 1
-                h = min(bbox[f, 3], ty0 + tile_size - 1) - max(bbox[f, 2], ty0) + 1
+                w = min(bbox[f, 1], tx0 + tile_w - 1) - max(bbox[f, 0], tx0) + 1
+                h = min(bbox[f, 3], ty0 + tile_h - 1) - max(bbox[f, 2], ty0) + 1
                 total += w * h
             cost[t] = total + 64  # a fixed cost per tile (clearing, writing)
         return cost
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _forward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_size,
-                      tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last):
+    def _forward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_w,
+                      tile_h, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last):
         """One tile, front to back, Gaussian by Gaussian over the pixels of its ellipse. Per
         pixel in ``buf``: transmittance (negated once the pixel has stopped), r, g, b."""
         camera = t // tiles_per_camera
         local = t % tiles_per_camera
-        tx0 = (local % tiles_x) * tile_size
-        ty0 = (local // tiles_x) * tile_size
-        tx1 = min(tx0 + tile_size, width)
-        ty1 = min(ty0 + tile_size, height)
+        tx0 = (local % tiles_x) * tile_w
+        ty0 = (local // tiles_x) * tile_h
+        tx1 = min(tx0 + tile_w, width)
+        ty1 = min(ty0 + tile_h, height)
         tw = tx1 - tx0
         start = offsets[t]
         n_pixels = tw * (ty1 - ty0)
@@ -213,8 +213,8 @@ if AVAILABLE:
                 out_last[camera, y, x] = buf_last[i]
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _backward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_size,
-                       tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out, isect_grad,
+    def _backward_tile(t, offsets, ids, bbox, means2d, conics, colors, opacities, width, height, tile_w,
+                       tile_h, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out, isect_grad,
                        buf, buf_last):
         """One tile, front to back again, recomputing the transmittance; for each Gaussian,
         ``dC/dalpha = c T - (what it hides) / (1 - alpha)``, summed over its pixels. Per pixel
@@ -223,10 +223,10 @@ if AVAILABLE:
         transmittance."""
         camera = t // tiles_per_camera
         local = t % tiles_per_camera
-        tx0 = (local % tiles_x) * tile_size
-        ty0 = (local // tiles_x) * tile_size
-        tx1 = min(tx0 + tile_size, width)
-        ty1 = min(ty0 + tile_size, height)
+        tx0 = (local % tiles_x) * tile_w
+        ty0 = (local // tiles_x) * tile_h
+        tx1 = min(tx0 + tile_w, width)
+        ty1 = min(ty0 + tile_h, height)
         tw = tx1 - tx0
         max_last = offsets[t]
         for y in range(ty0, ty1):
@@ -310,25 +310,25 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True)
     def composite_forward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
-                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last):
+                          tile_w, tile_h, tiles_x, tiles_per_camera, out_rgb, out_t, out_last):
         """Front-to-back compositing of the listed tiles."""
-        buf = np.empty((tile_size * tile_size, 4), np.float32)
-        buf_last = np.empty(tile_size * tile_size, np.int32)
+        buf = np.empty((tile_w * tile_h, 4), np.float32)
+        buf_last = np.empty(tile_w * tile_h, np.int32)
         for j in range(tiles.shape[0]):
             _forward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
-                          tile_size, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last)
+                          tile_w, tile_h, tiles_x, tiles_per_camera, out_rgb, out_t, out_last, buf, buf_last)
 
     @numba.njit(cache=True, nogil=True)
     def composite_backward(tiles, offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
-                           tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
+                           tile_w, tile_h, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
                            isect_grad):
         """Gradients of the listed tiles' intersections ``[M, 9]``: mean2d (2), conic (3),
         opacity, colour (3)."""
-        buf = np.empty((tile_size * tile_size, 11), np.float32)
-        buf_last = np.empty(tile_size * tile_size, np.int32)
+        buf = np.empty((tile_w * tile_h, 11), np.float32)
+        buf_last = np.empty(tile_w * tile_h, np.int32)
         for j in range(tiles.shape[0]):
             _backward_tile(tiles[j], offsets, ids, bbox, means2d, conics, colors, opacities, width, height,
-                           tile_size, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
+                           tile_w, tile_h, tiles_x, tiles_per_camera, rgb, final_t, last, v_rgb, v_alpha_out,
                            isect_grad, buf, buf_last)
 
     @numba.njit(cache=True, nogil=True)

@@ -37,6 +37,7 @@ from .sh import colors_from_sh
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
+NUMBA_TILE_WIDTH = 256  # the numba path's tiles are bands this wide (at most) and tile_size tall
 T_MIN = 1e-4
 BACKENDS = ("auto", "gsplat", "numba", "torch")
 
@@ -305,9 +306,13 @@ class NumbaBins:
 
     def __init__(self, proj: Projection, width: int, height: int, tile_size: int) -> None:
         n_cameras, n = proj.depths.shape
-        self.width, self.height, self.tile_size = width, height, tile_size
-        self.tiles_x = (width + tile_size - 1) // tile_size
-        self.tiles_y = (height + tile_size - 1) // tile_size
+        self.width, self.height = width, height
+        # Wide tiles: a tile's work is set up row by row per Gaussian, so rows that tile edges
+        # cut in two cost twice; bands up to NUMBA_TILE_WIDTH wide, tile_size tall.
+        self.tile_w = min(width, max(NUMBA_TILE_WIDTH, tile_size))
+        self.tile_h = tile_size
+        self.tiles_x = (width + self.tile_w - 1) // self.tile_w
+        self.tiles_y = (height + self.tile_h - 1) // self.tile_h
         self.tiles_per_camera = self.tiles_x * self.tiles_y
         self.shape = (n_cameras, n)
         radii = proj.radii.reshape(-1, 2).numpy()
@@ -321,8 +326,9 @@ class NumbaBins:
         self.means2d = np.ascontiguousarray(proj.means2d.detach().reshape(-1, 2).numpy(), dtype=np.float32)
         self.bbox, self.offsets, self.ids = _kernels.bin_tiles(
             self.means2d, np.ascontiguousarray(radii, dtype=np.int32), order.astype(np.int64), n, width, height,
-            tile_size, self.tiles_x, self.tiles_y)
-        cost = _kernels.tile_costs(self.offsets, self.ids, self.bbox, tile_size, self.tiles_x, self.tiles_per_camera)
+            self.tile_w, self.tile_h, self.tiles_x, self.tiles_y)
+        cost = _kernels.tile_costs(self.offsets, self.ids, self.bbox, self.tile_w, self.tile_h, self.tiles_x,
+                                   self.tiles_per_camera)
         threads = _kernels.get_threads()
         self.chunks = _kernels.split_work(cost, 1 if threads == 1 else 4 * threads)
         self.n_isects = int(len(self.ids))
@@ -343,7 +349,7 @@ class _NumbaComposite(torch.autograd.Function):
         final_t = np.ones((n_cameras, h, w), np.float32)
         last = np.zeros((n_cameras, h, w), np.int32)
         _kernels.run_chunks(_kernels.composite_forward, bins.chunks, bins.offsets, bins.ids, bins.bbox, bins.means2d,
-                            conics_np, colors_np, opac_np, w, h, bins.tile_size, bins.tiles_x, bins.tiles_per_camera,
+                            conics_np, colors_np, opac_np, w, h, bins.tile_w, bins.tile_h, bins.tiles_x, bins.tiles_per_camera,
                             rgb, final_t, last)
         ctx.bins = bins
         ctx.arrays = (conics_np, colors_np, opac_np, rgb, final_t, last)
@@ -361,7 +367,7 @@ class _NumbaComposite(torch.autograd.Function):
         v_alpha_np = np.ascontiguousarray(v_alpha[..., 0].numpy(), dtype=np.float32)
         isect_grad = np.empty((bins.n_isects, 9), np.float32)
         _kernels.run_chunks(_kernels.composite_backward, bins.chunks, bins.offsets, bins.ids, bins.bbox, bins.means2d,
-                            conics_np, colors_np, opac_np, bins.width, bins.height, bins.tile_size, bins.tiles_x,
+                            conics_np, colors_np, opac_np, bins.width, bins.height, bins.tile_w, bins.tile_h, bins.tiles_x,
                             bins.tiles_per_camera, rgb, final_t, last, v_rgb_np, v_alpha_np, isect_grad)
         grads = torch.from_numpy(_kernels.gather_gradients(bins.ids, isect_grad, n_cameras * n)).reshape(n_cameras, n, 9)
         dt_means, dt_conics, dt_colors, dt_opac = ctx.dtypes

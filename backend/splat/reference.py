@@ -67,8 +67,9 @@ def composite_dense(means2d, conics, depths, in_range, opacities, colors, pixels
     order = torch.argsort(torch.where(in_range, depths, torch.full_like(depths, float("inf"))))
     order = order[in_range[order]]  # front to back; behind the near plane: gone
     m, q, o, c = means2d[order], conics[order], opacities[order], colors[order]
-    d = m[None, :, :] - pixels[:, None, :]  # [P, N, 2]: mean - pixel
-    power = -0.5 * torch.einsum("pni,nij,pnj->pn", d, q, d)
+    dx = m[None, :, 0] - pixels[:, None, 0]  # [P, N]: mean - pixel
+    dy = m[None, :, 1] - pixels[:, None, 1]
+    power = -0.5 * (q[:, 0, 0] * dx * dx + (q[:, 0, 1] + q[:, 1, 0]) * dx * dy + q[:, 1, 1] * dy * dy)
     alpha = torch.clamp(o * torch.exp(power), max=ALPHA_MAX)
     alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
     keep = torch.cumprod(1.0 - alpha, dim=1)  # transmittance after each Gaussian
