@@ -10,11 +10,15 @@ parameters are a sigmoid of the optimised variables); optionally a silhouette te
 person mask.
 
 Stages: the body is placed from the torso (facing from the shoulders' and hips' left/right
-order, roll from the torso's direction, distance from the torso's length in pixels:
-``depth = focal * torso_length / torso_pixels``); then the placement alone is refined on the
-torso keypoints ("camera" stage); then pose, shape and placement together, with the prior
-weights lowered stage by stage. When the shoulders are ambiguous (side views), both facings
-are fitted and the better one kept. L-BFGS throughout.
+order, how far it is turned from how wide they look against the torso's length, roll from
+the torso's direction, distance from the torso's size in pixels, as ``depth = focal *
+torso_length / torso_pixels`` in a weak-perspective fit); then the placement alone is
+refined on the torso keypoints ("camera" stage); then pose, shape and placement together,
+with the prior weights lowered and the robust scale narrowed stage by stage. A photo does
+not tell whether the body is turned left or right, so both headings start (and, when the
+shoulders are ambiguous, as in side views, the other facing too); the first body stage
+runs from a standing and from a crouching pose; the two best starts after it are fitted to
+the end and the lower loss wins. L-BFGS throughout.
 
 Several photos of one person with known cameras are fitted jointly: one body, one
 placement in the cameras' world (with a free scale unless the cameras are metric),
@@ -82,6 +86,8 @@ class FitSettings:
     silhouette_vertices: int = 1000  # vertices the mask term samples
     min_confidence: float = 0.3  # keypoints below this are ignored
     ambiguous_ratio: float = 0.35  # shoulder and hip width / torso length below this: try both facings
+    keep_headings: int = 2  # start headings fitted to the end (the best after the first body stage)
+    keep_ratio: float = 2.0  # ... whose first-stage loss is at most this times the best one
 
     def __post_init__(self) -> None:
         if not (len(self.body_steps) == len(self.pose_prior) == len(self.shape_prior) == len(self.gm_sigma)):
@@ -113,7 +119,8 @@ class FitResult:
     keypoints_3d: np.ndarray  # [17, 3] world
     errors_px: np.ndarray  # [P] median distance to the confident input keypoints
     facing: str  # "camera" or "away": where the pelvis faces, seen from the first camera
-    tried_flip: bool
+    tried_flip: bool  # the other facing was among the starts
+    headings: int  # start headings tried
     loss: float
     seconds: float
     stage_losses: dict[str, float] = field(default_factory=dict)
@@ -197,6 +204,10 @@ class Rig:
                     coefs[i, 1] = -50 * DEG
                 elif joint.startswith("hip"):
                     coefs[i, 1] = 30 * DEG
+        elif name.startswith("prior"):  # "prior1", "prior2", ...: a draw from the prior
+            generator = torch.Generator().manual_seed(int(name[5:] or 0))
+            coefs = coefs + 0.7 * self.sigma * torch.randn(coefs.shape, generator=generator)
+            coefs = torch.maximum(torch.minimum(coefs, self.hi), self.lo)
         elif name != "mean":
             raise ValueError(f"unknown start pose {name!r}")
         return coefs
@@ -278,6 +289,28 @@ def facing_of(keypoints: np.ndarray, min_confidence: float) -> tuple[float, floa
             across.append((up[0] * d[1] - up[1] * d[0]) / length)  # image y points down
     value = float(np.mean(across))
     return (1.0 if value >= 0 else -1.0), abs(value) / length, up / length
+
+
+def start_headings(rig: Rig, keypoints: np.ndarray, settings: FitSettings) -> tuple[list[float], bool, np.ndarray | None]:
+    """The headings (radians about the body's up axis, 0 facing the camera) a single photo's
+    fit starts from, whether the other facing is among them, and the torso's image direction.
+
+    How far the body is turned follows from how wide its shoulders and hips look across
+    the torso against the model's own proportions; which way (left or right) a photo does
+    not tell from the torso alone, so both are tried. Nearly side-on (width below
+    ``ambiguous_ratio`` of the torso's length), or with ``flip="always"``, the other facing
+    is tried too. Every start gets the whole fit; the lowest loss wins."""
+    facing, clarity, up2d = facing_of(keypoints, settings.min_confidence)
+    rest = rig.rest_keypoints.numpy()
+    torso = np.linalg.norm((rest[5] + rest[6]) / 2 - (rest[11] + rest[12]) / 2)
+    frontal = (abs(rest[5, 0] - rest[6, 0]) + abs(rest[11, 0] - rest[12, 0])) / 2 / torso
+    turn = math.acos(min(1.0, clarity / frontal)) if up2d is not None else 0.0
+    base = 0.0 if facing > 0 else math.pi
+    yaws = [base + turn, base - turn] if turn > 10 * DEG else [base]
+    flip = bool(settings.flip == "always" or (settings.flip == "auto" and clarity < settings.ambiguous_ratio))
+    if flip:
+        yaws += [yaw + math.pi for yaw in yaws]
+    return yaws, flip, up2d
 
 
 def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -482,7 +515,7 @@ def _stage(problem: _Problem, params: list[torch.Tensor], loss_fn: Callable[[], 
     return value
 
 
-def _initial_placement(problem: _Problem, facing: float, up2d: np.ndarray | None, settings: FitSettings,
+def _initial_placement(problem: _Problem, yaw: float, up2d: np.ndarray | None, settings: FitSettings,
                        cameras_known: bool) -> None:
     rig, views = problem.rig, problem.views
     rest = rig.rest_keypoints.numpy().astype(np.float64)
@@ -496,10 +529,10 @@ def _initial_placement(problem: _Problem, facing: float, up2d: np.ndarray | None
                 problem.t.data = torch.as_tensor(t, dtype=torch.float32)
                 problem.log_s.data = torch.tensor([math.log(s)], dtype=torch.float32)
                 return
-    # one view: face the camera (or away), roll with the torso, weak perspective for the distance
+    # one view: turned by ``yaw`` from facing the camera, rolled with the torso, weak perspective for the distance
     best = int(np.argmax([(v.keypoints[:, 2] >= settings.min_confidence).sum() for v in views]))
     view = views[best]
-    R_cam = FACING_CAMERA if facing > 0 else FACING_CAMERA @ _rotation_about((0, 0, 1), math.pi)
+    R_cam = FACING_CAMERA @ _rotation_about((0, 0, 1), yaw)
     if up2d is not None:
         roll = math.atan2(up2d[0], -up2d[1])
         R_cam = _rotation_about((0, 0, 1), roll) @ R_cam
@@ -527,12 +560,36 @@ def _initial_placement(problem: _Problem, facing: float, up2d: np.ndarray | None
     problem.t.data = torch.as_tensor(R_w @ t_cam + t_w, dtype=torch.float32)
 
 
-def _fit_once(rig: Rig, views: list[View], settings: FitSettings, cameras_known: bool, facing: float,
-              up2d: np.ndarray | None, progress: Progress | None, done: list[int], total: int) -> _Problem:
+def _body_loss(problem: _Problem, i: int) -> Callable[[], torch.Tensor]:
+    """The loss of body stage ``i``."""
+    settings = problem.settings
+    w_pose, w_shape, sigma = settings.pose_prior[i], settings.shape_prior[i], settings.gm_sigma[i]
+    silhouette = settings.w_silhouette > 0 and bool(problem.silhouettes) and i == len(settings.body_steps) - 1
+
+    def body_loss():
+        pose, limits, shape = problem.prior_terms()
+        world_kp, vertices = problem.world_points(vertices=silhouette)
+        loss = (problem.data_term(world_kp, sigma=sigma) + w_pose * pose + settings.w_limits * limits
+                + w_shape * shape + settings.w_face * problem.face_term(world_kp))
+        if silhouette:
+            loss = loss + settings.w_silhouette * problem.silhouette_term(vertices)
+        return loss
+    return body_loss
+
+
+def _params(problem: _Problem, i: int) -> list[torch.Tensor]:
+    placement = [problem.dr, problem.t] + ([problem.log_s] if problem.free_scale else [])
+    return placement + [problem.coefs] + ([problem.z] if problem.settings.fit_shape and i > 0 else [])
+
+
+def _start(rig: Rig, views: list[View], settings: FitSettings, cameras_known: bool, yaw: float,
+           up2d: np.ndarray | None, progress: Progress | None, done: list[int], total: int) -> _Problem:
+    """Place the body (camera stage) and run the first body stage from each start pose,
+    keeping the best."""
     problem = _Problem(rig, views, settings, free_scale=cameras_known and len(views) >= 2 and not settings.metric_cameras)
     if settings.w_silhouette > 0:
         problem.prepare_silhouettes()
-    _initial_placement(problem, facing, up2d, settings, cameras_known)
+    _initial_placement(problem, yaw, up2d, settings, cameras_known)
     torso_mask = torch.zeros(17)
     torso_mask[list(TORSO)] = 1.0
     if float((problem.conf * torso_mask).sum()) < 1.5:
@@ -544,41 +601,28 @@ def _fit_once(rig: Rig, views: list[View], settings: FitSettings, cameras_known:
     placement = [problem.dr, problem.t] + ([problem.log_s] if problem.free_scale else [])
     problem.stage_losses = {"camera": _stage(problem, placement, camera_loss, settings.camera_steps, "camera",
                                              progress, done, total)}
-    def body_loss_at(i: int):
-        w_pose, w_shape, sigma = settings.pose_prior[i], settings.shape_prior[i], settings.gm_sigma[i]
+    params = _params(problem, 0)
+    saved = [p.detach().clone() for p in placement]
+    best = None
+    for start in settings.starts:
+        for p, value in zip(placement, saved, strict=True):
+            p.data = value.clone()
+        problem.coefs.data = rig.start_pose(start)
+        loss = _stage(problem, params, _body_loss(problem, 0), settings.body_steps[0], "body", progress, done, total)
+        if best is None or loss < best[0]:
+            best = (loss, [p.detach().clone() for p in params])
+    for p, value in zip(params, best[1], strict=True):
+        p.data = value
+    problem.stage_losses["body1"] = best[0]
+    return problem
 
-        silhouette = settings.w_silhouette > 0 and bool(problem.silhouettes) and i == len(settings.body_steps) - 1
 
-        def body_loss():
-            pose, limits, shape = problem.prior_terms()
-            world_kp, vertices = problem.world_points(vertices=silhouette)
-            loss = (problem.data_term(world_kp, sigma=sigma) + w_pose * pose + settings.w_limits * limits
-                    + w_shape * shape + settings.w_face * problem.face_term(world_kp))
-            if silhouette:
-                loss = loss + settings.w_silhouette * problem.silhouette_term(vertices)
-            return loss
-        return body_loss
-
-    for i, steps in enumerate(settings.body_steps):
-        params = placement + [problem.coefs] + ([problem.z] if settings.fit_shape and i > 0 else [])
-        if i == 0 and len(settings.starts) > 1:
-            # the first stage from each start pose; the best goes on
-            saved = [p.detach().clone() for p in placement]
-            best = None
-            for start in settings.starts:
-                for p, value in zip(placement, saved, strict=True):
-                    p.data = value.clone()
-                problem.coefs.data = rig.start_pose(start)
-                loss = _stage(problem, params, body_loss_at(i), steps, "body", progress, done, total)
-                if best is None or loss < best[0]:
-                    best = (loss, [p.detach().clone() for p in params])
-            for p, value in zip(params, best[1], strict=True):
-                p.data = value
-            problem.stage_losses["body1"] = best[0]
-            continue
-        problem.stage_losses[f"body{i + 1}"] = _stage(problem, params, body_loss_at(i), steps, "body", progress,
-                                                     done, total)
-    problem.final_loss = problem.stage_losses[f"body{len(settings.body_steps)}"]
+def _finish(problem: _Problem, progress: Progress | None, done: list[int], total: int) -> _Problem:
+    """The remaining body stages."""
+    for i in range(1, len(problem.settings.body_steps)):
+        problem.stage_losses[f"body{i + 1}"] = _stage(problem, _params(problem, i), _body_loss(problem, i),
+                                                     problem.settings.body_steps[i], "body", progress, done, total)
+    problem.final_loss = problem.stage_losses[f"body{len(problem.settings.body_steps)}"]
     return problem
 
 
@@ -604,26 +648,28 @@ def _fit(model: BodyModel, views: list[View], settings: FitSettings, cameras_kno
         rig = Rig(model)
         if settings.w_silhouette > 0:
             rig.sample_vertices(settings.silhouette_vertices)
-    facing, clarity, up2d = 1.0, 1.0, None
+    yaws, tried_flip, up2d = [0.0], False, None
     if not (cameras_known and len(views) >= 2):
         best = max(views, key=lambda v: (v.keypoints[:, 2] >= settings.min_confidence).sum())
-        facing, clarity, up2d = facing_of(best.keypoints, settings.min_confidence)
-    hypotheses = [facing]
-    tried_flip = False
-    if not (cameras_known and len(views) >= 2) and (
-            settings.flip == "always" or (settings.flip == "auto" and clarity < settings.ambiguous_ratio)):
-        hypotheses.append(-facing)
-        tried_flip = True
-    per = settings.camera_steps + sum(settings.body_steps) + settings.body_steps[0] * (len(settings.starts) - 1)
-    total = per * len(hypotheses)
+        yaws, tried_flip, up2d = start_headings(rig, best.keypoints, settings)
+    first = settings.camera_steps + settings.body_steps[0] * len(settings.starts)
+    finished = min(len(yaws), settings.keep_headings)
+    total = first * len(yaws) + sum(settings.body_steps[1:]) * finished
     done = [0]
+    started_problems = [_start(rig, views, settings, cameras_known, yaw, up2d, progress, done, total) for yaw in yaws]
+    # the headings whose first stage went well enough go on; the lowest final loss wins
+    started_problems.sort(key=lambda p: p.stage_losses["body1"])
+    best_first = started_problems[0].stage_losses["body1"]
+    going_on = [p for p in started_problems[:settings.keep_headings]
+                if p.stage_losses["body1"] <= settings.keep_ratio * best_first]
+    total = done[0] + sum(settings.body_steps[1:]) * len(going_on)
     best_problem = None
-    for hypothesis in hypotheses:
-        problem = _fit_once(rig, views, settings, cameras_known, hypothesis, up2d, progress, done, total)
-        problem.facing = hypothesis
+    for problem in going_on:
+        _finish(problem, progress, done, total)
         if best_problem is None or problem.final_loss < best_problem.final_loss:
             best_problem = problem
     problem = best_problem
+    problem.hypotheses = len(yaws)
     return _result(rig, problem, cameras_known, tried_flip, time.perf_counter() - started)
 
 
@@ -677,6 +723,7 @@ def _result(rig: Rig, problem: _Problem, cameras_known: bool, tried_flip: bool, 
         errors_px=np.array(errors),
         facing=facing,
         tried_flip=tried_flip,
+        headings=int(getattr(problem, "hypotheses", 1)),
         loss=float(problem.final_loss),
         seconds=seconds,
         stage_losses=problem.stage_losses,
