@@ -6,8 +6,9 @@ Terms: a robust Geman-McClure 2D keypoint term weighted by each keypoint's confi
 resolution); joint-angle limits and a pose prior on each fitted joint, in anatomical axes
 (twist along the limb, flexion forwards, abduction away from the midline; left and right
 mirrored); a shape prior that keeps the shape inside the model's valid range (shape
-parameters are a sigmoid of the optimised variables); optionally a silhouette term from the
-person mask.
+parameters are a sigmoid of the optimised variables); where a photo shows the face, the
+face turns towards that camera; optionally a silhouette term from the person mask (mask
+pixels far from the body, body outside the mask).
 
 Stages: the body is placed from the torso (facing from the shoulders' and hips' left/right
 order, how far it is turned from how wide they look against the torso's length, roll from
@@ -49,7 +50,8 @@ from .model import FIT_JOINTS, TORSO, BodyModel, chain_transforms, elevation, fi
 
 DEG = math.pi / 180.0
 # Per joint kind: (twist, flex, abduct) lower limits, upper limits, prior sigmas, in degrees,
-# relative to the prior's mean pose (the rest pose, with the arms 45 degrees down).
+# from the rest pose (the shoulders' from arms hanging 45 degrees down, whatever the model's
+# rest pose: Anny's A-pose, SMPL's T-pose).
 JOINT_LIMITS = {
     "spine_lower": ((-10, -25, -20), (10, 45, 20), (5, 15, 8)),
     "spine_mid": ((-15, -25, -20), (15, 45, 20), (7, 15, 8)),
