@@ -28,12 +28,20 @@ def settings_properties() -> dict:
         "shared_camera": P.BoolProperty(name="Shared Camera", description="All photos from one camera and lens", default=True),
         "matcher": P.EnumProperty(
             name="Matching",
-            items=[("exhaustive", "Exhaustive", "Every pair of photos (up to a few hundred photos)"),
-                   ("sequential", "Sequential", "Neighbours in file order (video frames)")],
-            default="exhaustive",
+            items=[("auto", "Automatic", "Every pair of photos up to 100 photos, similar photos above"),
+                   ("exhaustive", "Exhaustive", "Every pair of photos (up to a few hundred photos)"),
+                   ("sequential", "Sequential", "Neighbours in file order (video frames)"),
+                   ("retrieval", "Similar Photos", "Each photo with the 20 that look most like it and its 10 "
+                    "neighbours in file order (large sets)")],
+            default="auto",
         ),
         "max_image_size": P.IntProperty(name="Max Image Size", description="Photos are scaled down to this for feature extraction; cameras stay at full resolution", default=1600, min=64),
         "refine_principal_point": P.BoolProperty(name="Refine Principal Point", default=True),
+        "focal_length_px": P.FloatProperty(
+            name="Focal Length (px)", default=0.0, min=0.0, soft_max=20000.0,
+            description="Focal length in pixels of the full-size photos to start from; the solve refines it. "
+                        "0: from the photos' EXIF where present",
+        ),
     }
 
 

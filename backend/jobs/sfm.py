@@ -28,12 +28,16 @@ class Config:
 
     camera_model: str = option("simple_radial", "Lens model", ("simple_pinhole", "pinhole", "simple_radial", "opencv", "fisheye"))
     shared_camera: bool = option(True, "All photos from one camera and lens (one shared calibration)")
-    matcher: str = option("exhaustive", "Which photo pairs to match: all, or neighbours in sequence (video)",
-                          ("exhaustive", "sequential"))
+    matcher: str = option("auto", "Which photo pairs to match: auto (all pairs up to 100 photos, retrieval above), "
+                          "exhaustive (all pairs), sequential (neighbours in name order: video frames), retrieval "
+                          "(each photo with its 20 most similar and its 10 neighbours in name order)",
+                          ("auto", "exhaustive", "sequential", "retrieval"))
     max_image_size: int = option(1600, "Photos are scaled down to this size for feature extraction (pixels)", minimum=64)
     max_features: int = option(8192, "Features per photo at most", minimum=64)
     refine_principal_point: bool = option(True, "Refine the principal point in the final bundle adjustment")
     refine_distortion: bool = option(True, "Refine the lens distortion in the final bundle adjustment")
+    focal_length_px: float = option(0.0, "Focal length in pixels of the full-size photos to start from (bundle adjustment "
+                                    "refines it); 0: from the photos' EXIF where present", minimum=0.0)
 
 
 @dataclass(frozen=True)
