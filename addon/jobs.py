@@ -13,6 +13,7 @@ backend that ends while a job runs fails that job with a message and the log's p
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -120,6 +121,8 @@ class JobManager:
             settings.backend_python(),
             settings.EXTENSION_ROOT,
             root / "backend.log",
+            # model data the backend builds once (the body model's) stays in Recon's own folder
+            env={"RECON_CACHE_DIR": os.environ.get("RECON_CACHE_DIR") or str(root / "cache")},
         )
         backend.start()
         self.backend = backend

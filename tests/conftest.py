@@ -21,6 +21,7 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="recon-tests-"))
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(_SESSION_TMP / "blender-user"))
 os.environ.setdefault("RECON_JOB_DIR", str(_SESSION_TMP / "jobs"))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".venv" / "numba-cache"))
+os.environ.setdefault("RECON_CACHE_DIR", str(ROOT / ".venv" / "recon-cache"))  # the body model's data, built once
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -451,6 +451,6 @@ def test_run_sfm_bad_folders_are_named_and_change_nothing(empty_scene, blender, 
     with pytest.raises(RuntimeError, match="does not exist"):
         bpy.ops.recon.run_sfm(directory=str(tmp_path / "nowhere"))
     write_png(tmp_path / "one.png", np.zeros((32, 32, 3)))
-    with pytest.raises(RuntimeError, match=r"holds 1 photo\(s\).*at least 2"):
+    with pytest.raises(RuntimeError, match=r"holds 1 usable photo\(s\).*at least 2"):
         bpy.ops.recon.run_sfm(directory=str(tmp_path))
     assert scene_state() == before and not [c for c in bpy.data.collections if c.name.startswith("Recon")]

@@ -104,7 +104,7 @@ def test_fewer_than_two_photos_is_refused(tmp_path):
     (photos / "notes.txt").write_text("not a photo")
     proc = run_backend("sfm", "--images", str(photos), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "holds 1 photo(s)" in proc.stderr and "at least 2" in proc.stderr and str(photos) in proc.stderr
+    assert "holds 1 usable photo(s)" in proc.stderr and "at least 2" in proc.stderr and str(photos) in proc.stderr
 
 
 def test_photos_that_do_not_overlap_say_could_not_register(tmp_path):
@@ -191,3 +191,38 @@ def test_matcher_and_octave_choices():
     assert pipeline.first_octave(2832, 1600) == 0
     assert pipeline.first_octave(6000, 800) == -1
     assert pipeline.sequential_pair_count(3, 10) == 3
+
+
+@pytest.mark.data
+def test_turned_and_damaged_photos_through_the_cli(tmp_path):
+    """A photo stored sideways with an EXIF orientation is solved upright, a damaged file is
+    skipped and named, and the camera of the turned photo has the upright size."""
+    from PIL import Image
+
+    source = data_path("templering")
+    photos = tmp_path / "turned photos é"
+    photos.mkdir()
+    names = [f"templeR{i:04d}.png" for i in range(20, 32)]
+    for name in names[1:]:
+        (photos / name).symlink_to(source / name)
+    with Image.open(source / names[0]) as image:  # stored turned a quarter left, shown upright by EXIF 6
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.convert("RGB").rotate(90, expand=True).save(photos / "templeR0020.jpg", quality=95, exif=exif)
+    (photos / "broken.jpg").write_bytes((photos / "templeR0020.jpg").read_bytes()[:2000])
+    proc = run_backend("sfm", "--images", str(photos), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "manifest.json").read_text())["summary"]
+    assert summary["skipped_files"] == ["broken.jpg"] and "damaged" in summary["skip_reasons"]["broken.jpg"]
+    assert summary["registered"] == 12
+    cameras = np.load(tmp_path / "out" / "cameras.npz")
+    assert set(cameras["width"]) == {640} and set(cameras["height"]) == {480}
+
+
+def test_photos_of_different_sizes_with_one_shared_camera_are_named(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        write_png(tmp_path / f"a_{i}.png", rng.integers(0, 255, (60, 80, 3)))
+    write_png(tmp_path / "odd.png", rng.integers(0, 255, (80, 60, 3)))
+    proc = run_backend("sfm", "--images", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "odd.png" in proc.stderr and "shared" in proc.stderr.lower()

@@ -58,13 +58,13 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         is_cancelled=lambda: ctx.cancelled, check_cancelled=ctx.check_cancelled,
     )
     for name in result.skipped:
-        ctx.log("warning", f"skipped {name}: not a photo")
+        ctx.log("warning", f"skipped {name}: {result.skip_reasons.get(name, 'not a photo')}")
     rec = result.reconstruction
     model_dir = ctx.dir / "model"
     model_dir.mkdir(exist_ok=True)
     rec.write_binary(str(model_dir))
     ctx.artifact("model", model_dir, "colmap")
-    scene = scene_from_reconstruction(rec, model_dir, "recon", image_dir=Path(inputs.images).resolve())
+    scene = scene_from_reconstruction(rec, model_dir, "recon", image_dir=Path(result.image_dir).resolve())
     for name, path, fmt in write_scene(ctx.dir, scene):
         ctx.artifact(name, path, fmt)
     if result.unregistered:
@@ -74,6 +74,11 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         "registered": len(result.registered),
         "unregistered": result.unregistered,
         "skipped_files": result.skipped,
+        "skip_reasons": result.skip_reasons,
+        "matcher": result.matcher,
+        "pairs": result.pairs,
+        "focal_prior_px": result.focal_prior_px,
+        "focal_prior_source": result.focal_prior_source,
         "points": int(len(scene.points["xyz"])),
         "observations": int(len(scene.observations["xy"])),
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),

@@ -46,8 +46,6 @@ import numpy as np
 
 from ..errors import InputError, require
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
 CAMERA_MODELS = {  # our names -> COLMAP's
     "simple_pinhole": "SIMPLE_PINHOLE",
     "pinhole": "PINHOLE",
@@ -106,22 +104,14 @@ class SfmResult:
     images: list[str]
     registered: list[str]
     unregistered: list[str]
-    skipped: list[str]  # files in the folder that are not photos
+    skipped: list[str]  # files in the folder that are not usable photos
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # file name -> why, in words for the user
+    image_dir: Path | None = None  # where COLMAP read the photos (upright copies of turned ones)
     seconds: dict[str, float] = field(default_factory=dict)
     matcher: str = ""  # the matcher that ran ("auto" resolved)
     pairs: int = 0  # photo pairs matched (sequential: an estimate)
     focal_prior_px: float | None = None  # the start value of the focal length, where one was known
     focal_prior_source: str = "none"  # "given" (focal_length_px), "exif", or "none" (COLMAP's 1.2 x longer side)
-
-
-def list_photos(folder: Path) -> tuple[list[str], list[str]]:
-    """(photo names, other file names) in ``folder``, sorted; sub-folders are ignored."""
-    if not folder.is_dir():
-        raise InputError(f"The photo folder {folder} does not exist.", "Check the path.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    photos = [p.name for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-    return photos, others
 
 
 def cpu_count() -> int:
@@ -172,16 +162,14 @@ def reconstruct(
     is_cancelled: Callable[[], bool],
     check_cancelled: Callable[[], None],
 ) -> SfmResult:
+    from .photos import prepare_photos
+
     pycolmap = require("pycolmap", "Structure-from-Motion")
-    image_dir = Path(image_dir)
-    photos, others = list_photos(image_dir)
-    if len(photos) < 2:
-        raise InputError(
-            f"{image_dir} holds {len(photos)} photo(s); Structure-from-Motion needs at least 2 overlapping photos.",
-            f"Add photos ({', '.join(IMAGE_SUFFIXES)}) taken from different positions around the subject.",
-        )
     if settings.matcher not in MATCHERS:
         raise InputError(f"Unknown matcher '{settings.matcher}'.", f"Use one of: {', '.join(MATCHERS)}.")
+    # Unreadable files skipped, turned photos made upright, one size checked for a shared camera.
+    prepared = prepare_photos(Path(image_dir), work_dir, settings.shared_camera, progress, check_cancelled)
+    image_dir, photos = prepared.image_dir, prepared.names
     work_dir.mkdir(parents=True, exist_ok=True)
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
@@ -215,7 +203,9 @@ def reconstruct(
         images=photos,
         registered=registered,
         unregistered=sorted(set(photos) - set(registered)),
-        skipped=others,
+        skipped=[skip.name for skip in prepared.skipped],
+        skip_reasons={skip.name: skip.reason for skip in prepared.skipped},
+        image_dir=image_dir,
         seconds=seconds,
         matcher=matcher,
         pairs=pairs,
