@@ -33,6 +33,8 @@ extension: venv
 
 bench: venv
 	$(PY) bench/deform.py
+	$(PY) bench/sfm.py
+	$(PY) bench/import_points.py
 
 clean:
 	rm -rf out dist .pytest_cache

@@ -22,7 +22,7 @@ class RECON_PT_sfm(SidebarPanel, bpy.types.Panel):
         col = layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
-        for name in ("camera_model", "shared_camera", "matcher", "max_image_size", "refine_principal_point"):
+        for name in ("camera_model", "shared_camera", "matcher", "max_image_size", "focal_length_px", "refine_principal_point"):
             col.prop(settings, name)
         col.separator()
         for name in ("align", "known_distance", "animated_camera"):
