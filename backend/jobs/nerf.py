@@ -37,9 +37,9 @@ class Config:
                                      minimum=0.01)
     max_minutes: float = option(10.0, "Stop after this many minutes of training (0: no limit)", minimum=0.0)
     iterations: int = option(0, "Stop after this many steps (0: 20000 for hashgrid, 200000 for mlp)", minimum=0)
-    rays: int = option(0, "Rays per step (0: 4096 for hashgrid, 1024 for mlp)", minimum=0)
-    samples: int = option(64, "Samples per ray (hashgrid: spread over the occupied cells; mlp: the coarse ones)",
-                          minimum=2)
+    rays: int = option(1024, "Rays per step", minimum=1)
+    samples: int = option(0, "Samples per ray (hashgrid: spread over the occupied cells; mlp: the coarse ones); "
+                          "0: 32 for hashgrid, 64 for mlp", minimum=0)
     fine_samples: int = option(128, "mlp: importance samples per ray for the fine network", minimum=0)
     lr: float = option(0.0, "Learning rate (0: 1e-2 for hashgrid, 5e-4 for mlp)", minimum=0.0)
     levels: int = option(16, "hashgrid: resolution levels", minimum=1)
@@ -256,7 +256,7 @@ def write_preview(ctx: JobContext, trainer, view: int, held_out: bool, compute_p
         small = cams.resized(width, None)
         origins, dirs = small.rays(view)
         image = render_image(trainer.field, origins, dirs, small.heights[view], small.widths[view],
-                             trainer.background, trainer.settings.samples, trainer.settings.fine_samples,
+                             trainer.background, trainer.settings.ray_samples, trainer.settings.fine_samples,
                              check_cancelled=ctx.check_cancelled)["rgb"]
     pixels = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     buffer = io.BytesIO()

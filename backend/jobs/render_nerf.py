@@ -57,8 +57,8 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     import torch
     from PIL import Image
 
+    from ..nerf.cpu import keep_freed_memory
     from ..nerf.field import load_field
-    from ..nerf.memory import keep_freed_memory
     from ..nerf.rays import cameras_from_scene
     from ..nerf.render import render_image
     from ..nerf.train import MIN_VIEWS
@@ -80,8 +80,9 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     cameras = cameras_from_scene(load_scene(inputs.cameras))
     if config.width or config.height:
         cameras = cameras.resized(config.width or None, config.height or None)
-    samples = config.samples or int(fld.info.get("settings", {}).get("samples", 64))
-    fine = int(fld.info.get("settings", {}).get("fine_samples", 128))
+    trained = fld.info.get("settings", {})
+    samples = config.samples or int(trained.get("samples") or (32 if fld.config.kind == "hashgrid" else 64))
+    fine = int(trained.get("fine_samples", 128))
     transparent = config.background == "transparent"
     colors = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
     background = torch.tensor(colors.get(config.background, fld.background), dtype=torch.float32)

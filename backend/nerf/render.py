@@ -78,7 +78,7 @@ class OccupancyGrid:
     unknown (-1, counted as occupied) until it is first evaluated."""
 
     def __init__(self, resolution: int = 128, decay: float = 0.95, threshold: float = OCCUPANCY_THRESHOLD,
-                 cells_per_update: int = 1 << 17, seed: int = 0) -> None:
+                 cells_per_update: int = 1 << 16, seed: int = 0) -> None:
         self.resolution = int(resolution)
         self.decay = float(decay)
         self.threshold = float(threshold)
@@ -143,7 +143,7 @@ class OccupancyGrid:
     @torch.no_grad()
     def update(self, density_fn, step_size: float, generator: torch.Generator, chunk: int = 1 << 17) -> None:
         """Evaluate the density at one random point in each of the next ``cells_per_update``
-        cells (a fixed random order, so every cell comes round) and in as many random
+        cells (a fixed random order, so every cell comes round) and in half as many random
         occupied cells; fold it into the moving maximum; recompute the occupied bits.
         ``density_fn(u [N, 3]) -> [N]``; ``step_size`` the reference step in world units."""
         cells = self.resolution ** 3
@@ -151,8 +151,8 @@ class OccupancyGrid:
         take = self.order[torch.arange(self.cursor, self.cursor + count) % cells]
         self.cursor = (self.cursor + count) % cells
         occupied = torch.nonzero(self.bits).flatten()
-        if occupied.numel() > count:
-            occupied = occupied[torch.randint(0, occupied.numel(), (count,), generator=generator)]
+        if occupied.numel() > count // 2:
+            occupied = occupied[torch.randint(0, occupied.numel(), (count // 2,), generator=generator)]
         chosen = torch.unique(torch.cat([take, occupied]))
         chosen = chosen[self.visible[chosen]]
         g = self.resolution

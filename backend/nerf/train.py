@@ -35,9 +35,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..sfm.scene import Scene
+from .cpu import choose_threads, keep_freed_memory
 from .field import Field, FieldConfig, NGPField, PENeRF, SceneFrame, build_model
 from .hashgrid import HashGridConfig, sparse_adam_step
-from .memory import keep_freed_memory
 from .rays import Views, composite_target, focus_point
 from .render import OccupancyGrid, reference_step, render_image, render_rays
 
@@ -54,23 +54,28 @@ class TrainSettings:
     kind: str = "hashgrid"  # "hashgrid" or "mlp"
     iterations: int = 20000
     max_seconds: float = 0.0  # 0: no time limit
-    rays: int = 0  # rays per step; 0: 4096 (hashgrid), 1024 (mlp)
-    samples: int = 64  # per ray (hashgrid: in occupied space; mlp: coarse)
+    rays: int = 1024  # rays per step
+    samples: int = 0  # per ray (hashgrid: in occupied space; mlp: coarse); 0: 32 (hashgrid), 64 (mlp)
     fine_samples: int = 128  # mlp
     lr: float = 0.0  # 0: 1e-2 (hashgrid), 5e-4 (mlp)
     grid_resolution: int = 128
     grid_every: int = 16
     grid_warmup: int = 256  # steps during which the grid is refreshed every 4 steps
-    grid_cells: int = 1 << 17  # cells refreshed per update (and as many occupied ones)
+    grid_cells: int = 1 << 16  # cells refreshed per update (and half as many occupied ones)
     hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     background: str = "white"  # evaluation background (and training, for photos without alpha)
     random_background: bool = True  # photos with alpha: a random colour per ray while training
     bf16: bool = False  # mlp: bfloat16 autocast for the networks
+    threads: int = 0  # CPU threads; 0: the cores the load average leaves idle, checked every minute
     seed: int = 0
 
     @property
     def batch_rays(self) -> int:
-        return self.rays or (4096 if self.kind == "hashgrid" else 1024)
+        return self.rays or 1024
+
+    @property
+    def ray_samples(self) -> int:
+        return self.samples or (32 if self.kind == "hashgrid" else 64)
 
     @property
     def learning_rate(self) -> float:
@@ -154,6 +159,7 @@ class Trainer:
         self.background = torch.tensor(BACKGROUNDS.get(settings.background, (1.0, 1.0, 1.0)))
         self.step_count = 0
         self.train_seconds = 0.0
+        self.threads = torch.get_num_threads()
         if resume is not None:
             self.field = resume
             self.step_count = int(resume.info.get("steps", 0))
@@ -254,7 +260,7 @@ class Trainer:
         origins, dirs, background = origins.to(self.device), dirs.to(self.device), background.to(self.device)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16 and not self.is_ngp
                             and self.device.type == "cpu"):
-            out = render_rays(fld, origins, dirs, background, s.samples, s.fine_samples, self.generator)
+            out = render_rays(fld, origins, dirs, background, s.ray_samples, s.fine_samples, self.generator)
         loss = F.mse_loss(out["rgb"].float(), target)
         total = loss + (F.mse_loss(out["rgb_coarse"].float(), target) if "rgb_coarse" in out else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -287,7 +293,7 @@ class Trainer:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16 and not self.is_ngp
                             and self.device.type == "cpu"):
             return render_image(self.field, origins.to(self.device), dirs.to(self.device), cams.heights[view],
-                                cams.widths[view], self.background, s.samples, s.fine_samples,
+                                cams.widths[view], self.background, s.ray_samples, s.fine_samples,
                                 check_cancelled=check_cancelled)
 
     def view_psnr(self, view: int, check_cancelled: Callable[[], None] | None = None) -> tuple[float, Tensor]:
@@ -314,7 +320,7 @@ class Trainer:
                 for start in range(0, len(local), 1 << 14):
                     sl = slice(start, start + (1 << 14))
                     out = render_rays(self.field, origins[sl].to(self.device), dirs[sl].to(self.device),
-                                      self.background, s.samples, s.fine_samples)
+                                      self.background, s.ray_samples, s.fine_samples)
                     errors += float(((out["rgb"].float().cpu().clamp(0, 1) - truth[sl]) ** 2).sum())
                     count += truth[sl].numel()
         return psnr(errors / max(count, 1))
@@ -334,10 +340,14 @@ class Trainer:
         max_steps = self.settings.iterations if max_steps is None else max_steps
         max_seconds = self.settings.max_seconds if max_seconds is None else max_seconds
         last = [self.train_seconds for _ in callbacks]
+        threads_checked = -math.inf
         with keep_freed_memory(self.device.type == "cpu"):
             while self.step_count < max_steps and (max_seconds <= 0 or self.train_seconds < max_seconds):
                 if check_cancelled is not None:
                     check_cancelled()
+                if self.device.type == "cpu" and time.monotonic() - threads_checked > 60:
+                    threads_checked = time.monotonic()
+                    self.threads = choose_threads(self.settings.threads)
                 metrics = self.step()
                 if not math.isfinite(metrics["loss"]):
                     raise FloatingPointError(f"the loss became {metrics['loss']} at step {self.step_count}")
@@ -351,7 +361,7 @@ class Trainer:
     def snapshot_info(self) -> dict:
         return {"steps": self.step_count, "train_seconds": round(self.train_seconds, 3),
                 "views": len(self.views.cameras), "train_views": int(self.train_views.numel()),
-                "holdout_views": [self.views.cameras.names[i] for i in self.holdout],
+                "holdout_views": [self.views.cameras.names[i] for i in self.holdout], "threads": self.threads,
                 "settings": {k: v for k, v in vars(self.settings).items() if k != "hashgrid"}}
 
 

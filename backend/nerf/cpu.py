@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Keeping freed memory in the process while training on the CPU.
+"""CPU resources while training: threads, and freed memory kept in the process.
 
-glibc's ``malloc`` serves large blocks (a training step's activations: tens of MB each)
+:func:`choose_threads`: torch's and numba's thread pools wait for their slowest thread at
+every operation, so on a machine whose cores are already busy two threads can run several
+times slower than one (measured here: a small training step 5 times slower with 2 threads
+than with 1 at a load average of 6 on 2 cores). ``"auto"`` takes the cores left idle by
+the load average (at least one), when training starts and again every minute.
+
+:func:`keep_freed_memory`: glibc's ``malloc`` serves large blocks (a training step's activations: tens of MB each)
 with ``mmap`` and returns them on ``free``, so every step page-faults its temporaries in
 afresh: on the 2-core machines this project measures on, that made element-wise work
 about 4 times slower. :func:`keep_freed_memory` turns that off for a block of code
@@ -16,6 +22,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 import threading
 
@@ -63,3 +70,28 @@ def keep_freed_memory(enabled: bool = True):
                 libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
                 with contextlib.suppress(AttributeError):
                     libc.malloc_trim(0)
+
+
+def idle_cores() -> int:
+    """Cores not taken by the load average of the last minute (at least 1)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, int(round(cores - load + 0.25))))
+
+
+def choose_threads(threads: int) -> int:
+    """Set torch's (and numba's) thread count: ``threads``, or with 0 the idle cores; returns it."""
+    import torch
+
+    from . import _kernels
+
+    n = threads if threads > 0 else idle_cores()
+    n = max(1, min(n, os.cpu_count() or n))
+    if _kernels.AVAILABLE:  # first: starting numba's OpenMP pool resets the process's OpenMP thread count
+        _kernels.numba.set_num_threads(min(n, _kernels.numba.config.NUMBA_NUM_THREADS))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
