@@ -44,6 +44,7 @@ os.environ.setdefault("RECON_CACHE_DIR", str(ROOT / ".venv" / "recon-cache"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
 
 from backend.body.anny_model import load_anny  # noqa: E402
 from backend.body.fit import FitSettings, Rig, View, fit_body  # noqa: E402
@@ -59,29 +60,6 @@ TARGETS = {
     "seconds_per_photo_max": 10.0,
 }
 K_SYNTHETIC = np.array([[800.0, 0.0, 320.0], [0.0, 800.0, 240.0], [0.0, 0.0, 1.0]])
-
-
-class Contention:
-    """Cores' worth of CPU time other processes used while a section ran (from /proc/stat)."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        except OSError:
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        guest = sum(fields[8:10]) if len(fields) > 9 else 0
-        return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy, own = self._busy(), sum(os.times()[:4]) - self.own0
-        self.cores = None if busy is None or self.busy0 is None else max(0.0, (busy - self.busy0 - own) / wall)
 
 
 def camera_at(angle: float, distance: float = 3.5) -> np.ndarray:
@@ -268,20 +246,6 @@ def bench_real(model, settings: FitSettings) -> dict | None:
         np.median(np.linalg.norm(result.keypoints_2d[0] - truth[:, :2], axis=1)))
     out["fit_from_detector_median_px_vs_detections"] = float(result.errors_px[0])
     return out
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("section", "measurement", "value", "target", "result")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
-
-
-def verdict(ok: bool) -> str:
-    return "pass" if ok else "FAIL"
 
 
 def main() -> int:

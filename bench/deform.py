@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
 
 from backend.deform.fit import (  # noqa: E402
     FitSettings,
@@ -122,35 +123,6 @@ def fwd_bwd(fn, x: torch.Tensor, y: torch.Tensor) -> float:
     loss = fn(x, y)
     loss.backward()
     return float(loss.detach())
-
-
-class Contention:
-    """CPU time used by other processes while a section ran: the machine's busy time
-    (/proc/stat) minus this process's and its children's, per second of wall time, in cores.
-    Near 0: the timing is clean; near 1 on a 2-core machine: it ran on about half the CPU."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
-        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy = self._busy()
-        own = sum(os.times()[:4]) - self.own0
-        self.result = {"wall_seconds": wall, "own_cpu_seconds": own}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            self.result["other_cpu_cores"] = max(0.0, (busy - self.busy0 - own) / wall)
 
 
 def proc_status() -> dict[str, int]:
@@ -460,17 +432,6 @@ def bench_chamfer(x_np: np.ndarray, y_np: np.ndarray, inputs: str, repetitions: 
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("section", "measurement", "value", "target", "result")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
-
-
-def verdict(ok: bool) -> str:
-    return "pass" if ok else "FAIL"
 
 
 def main() -> int:

@@ -35,10 +35,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -121,34 +121,6 @@ def pose_errors(names: list[str], w2c: np.ndarray, truth: dict) -> dict[str, flo
 # ---------------------------------------------------------------------------------------
 
 
-class Contention:
-    """CPU time used by other processes while a section ran: the machine's busy time
-    (/proc/stat) minus this process's and its children's, per second of wall time, in cores."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
-        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
-
-    def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy = self._busy()
-        own = sum(os.times()[:4]) - self.own0
-        self.result = {"wall_seconds": wall, "own_cpu_seconds": own}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            self.result["other_cpu_cores"] = max(0.0, (busy - self.busy0 - own) / wall)
-
-
 def run_job(images: Path, out: Path, job_args: list[str]) -> tuple[float, dict, subprocess.CompletedProcess]:
     """Run ``python -m backend sfm`` as a subprocess; (wall seconds, contention, process)."""
     command = [sys.executable, "-m", "backend", "sfm", "--images", str(images), "--out", str(out), *job_args]
@@ -225,17 +197,6 @@ def bench_dataset(name: str, spec: dict, repeat: int, job_args: list[str]) -> di
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("section", "measurement", "value", "target", "result")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
-
-
-def verdict(ok: bool) -> str:
-    return "pass" if ok else "FAIL"
 
 
 def dataset_rows(name: str, spec: dict, result: dict | None, repeat: int) -> list[tuple[str, ...]]:
