@@ -18,7 +18,7 @@ from PIL import Image
 from backend import protocol
 from backend.errors import InputError
 from backend.jobs.runner import run_job
-from backend.sfm.scene import OPENGL_TO_OPENCV, load_scene
+from backend.sfm.scene import OPENGL_TO_OPENCV, load_scene, write_scene
 from backend.splat.ply import read_splats
 from backend.splat.rasterize import rasterize
 from backend.splat.train import (
@@ -30,6 +30,7 @@ from backend.splat.train import (
     random_points,
     ssim,
     torch_threads,
+    undistort,
 )
 from tests.conftest import data_path, run_backend
 
@@ -159,6 +160,17 @@ def test_splat_job_cli_end_to_end_then_render(capture, tmp_path):
     with Image.open(renders / "r_0.png") as image:
         assert image.size == (32, 24)
 
+    # the same cameras as a Recon job folder (cameras.npz), transparent background
+    (tmp_path / "cams").mkdir()
+    write_scene(tmp_path / "cams", load_scene(capture))
+    result = run_backend("render-splats", "--splats", str(out / "splats.ply"), "--cameras", str(tmp_path / "cams"),
+                         "--out", str(tmp_path / "renders2"), "--background", "transparent")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "renders2" / "r_3.png") as image:
+        assert image.mode == "RGBA" and image.size == (WIDTH, HEIGHT)
+        alpha = np.asarray(image)[..., 3]
+    assert alpha.max() > 200 and alpha.min() == 0  # the object, and empty space around it
+
 
 def run_in_process(kind: str, config: dict, inputs: dict, job_dir: Path, cancel_after: int | None = None):
     """Run a job in this process; with ``cancel_after``, cancel once that many progress events came."""
@@ -240,3 +252,19 @@ def test_lego_loads_with_alpha_and_white_background():
     views = load_views(load_scene(path), resolution_scale=0.125, hold_out_every=10)
     assert len(views.train) == 90 and len(views.held_out) == 10
     assert views.widths[0] == 100 and views.has_alpha
+
+
+def test_undistort_looks_up_where_the_lens_model_puts_each_pixel():
+    """A photo of a lens with k1 = -0.2: the pinhole view samples it at COLMAP's distorted points."""
+    h, w = 60, 80
+    K = torch.tensor([[70.0, 0, 40.0], [0, 70.0, 30.0], [0, 0, 1]])
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5,
+                            indexing="ij")
+    photo = torch.stack([xs / w, ys / h, torch.zeros_like(xs)], -1)  # colour = where the pixel is
+    assert torch.allclose(undistort(photo, K, "SIMPLE_RADIAL", np.array([0.0])), photo, atol=1e-5)
+    out = undistort(photo, K, "SIMPLE_RADIAL", np.array([-0.2]))
+    y, x = 5, 70  # near a corner: the pinhole pixel (70.5, 5.5) sees the distorted point
+    u, v = (70.5 - 40) / 70, (5.5 - 30) / 70
+    r = 1 - 0.2 * (u * u + v * v)
+    expected = torch.tensor([(70 * u * r + 40) / w, (70 * v * r + 30) / h])
+    assert torch.allclose(out[y, x, :2], expected, atol=2e-3)

@@ -48,8 +48,9 @@ class Config:
                                 minimum=0)
     max_minutes: float = option(0.0, "Finish within this many minutes of training, whatever the iterations "
                                 "(0: no limit)", minimum=0.0)
-    background: str = option("white", "Colour behind photos with transparency (random: a new one each step)",
-                             ("white", "black", "random"))
+    background: str = option("auto", "Background of the renders, behind photos with transparency (auto: white "
+                             "for photos with alpha, else black; random: a new colour each step)",
+                             ("auto", "white", "black", "random"))
     hold_out_every: int = option(10, "Every n-th photo is kept out of training to measure quality (0: none)",
                                  minimum=0)
     random_points: int = option(50_000, "Gaussians to start from when the scene has no points", minimum=100)
@@ -200,7 +201,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         "resolution": [views.widths[0], views.heights[0]],
         "sh_degree": settings.sh_degree,
         "settings": {**chosen, "preset": config.preset, "max_minutes": config.max_minutes,
-                     "background": config.background},
+                     "background": trainer.settings.background},
         "rasterizer": trainer.backend,
         "history": history,
     }

@@ -64,14 +64,14 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _row_start(mx, dy, a, b, c, xa):
-        """``exp(power)`` at pixel ``xa`` of a row, and the two factors that step it along the
-        row: ``power`` is quadratic in x, so ``exp(power(x + 1)) = exp(power(x)) * step`` with
-        ``step`` itself multiplied by ``exp(-a)`` each pixel (float64: three exps per row
+        """``exp(power)`` at pixel ``xa`` of a row, and the factor that steps it to the next
+        pixel: ``power`` is quadratic in x, so ``exp(power(x + 1)) = exp(power(x)) * step``,
+        ``step`` itself multiplied by ``exp(-a)`` each pixel (float64: two exps per row
         instead of one per pixel)."""
         a64, b64, c64, dy64 = np.float64(a), np.float64(b), np.float64(c), np.float64(dy)
         dx = np.float64(mx) - (xa + 0.5)
         power = -0.5 * (a64 * dx * dx + c64 * dy64 * dy64) - b64 * dy64 * dx
-        return math.exp(power), math.exp(a64 * dx - 0.5 * a64 + b64 * dy64), math.exp(-a64)
+        return math.exp(power), math.exp(a64 * dx - 0.5 * a64 + b64 * dy64)
 
     @numba.njit(cache=True, nogil=True)
     def bin_tiles(means2d, radii, order, n_per_camera, width, height, tile_w, tile_h, tiles_x, tiles_y):
@@ -175,17 +175,18 @@ if AVAILABLE:
             o = opacities[f]
             cr, cg, cb = colors[f, 0], colors[f, 1], colors[f, 2]
             power_min = _power_min(o)
+            ratio = math.exp(-np.float64(a))
             for y in range(y0, y1 + 1):
                 dy = my - (np.float32(y) + HALF)
                 xa, xb = _row_range(mx, dy, a, b, c, power_min, x0, x1)
                 if xa > xb:
                     continue
                 row = (y - ty0) * tw - tx0
-                vis, step, ratio = _row_start(mx, dy, a, b, c, xa)
+                vis, step = _row_start(mx, dy, a, b, c, xa)
                 for x in range(xa, xb + 1):
                     i = row + x
                     tr = buf[i, 0]
-                    alpha = min(ALPHA_MAX, o * vis)
+                    alpha = min(ALPHA_MAX, o * np.float32(vis))
                     vis *= step  # exp(power) of the next pixel
                     step *= ratio
                     if tr <= ZERO or alpha < ALPHA_MIN:  # stopped, or too faint
@@ -251,6 +252,7 @@ if AVAILABLE:
             o = opacities[f]
             cr, cg, cb = colors[f, 0], colors[f, 1], colors[f, 2]
             power_min = _power_min(o)
+            ratio = math.exp(-np.float64(a))
             g_mx = g_my = g_a = g_b = g_c = g_o = g_r = g_g = g_bl = 0.0
             for y in range(y0, y1 + 1):
                 dy = my - (np.float32(y) + HALF)
@@ -258,11 +260,11 @@ if AVAILABLE:
                 if xa > xb:
                     continue
                 row = (y - ty0) * tw - tx0
-                vis_next, step, ratio = _row_start(mx, dy, a, b, c, xa)
+                vis_next, step = _row_start(mx, dy, a, b, c, xa)
                 dx = np.float64(mx) - (xa + 0.5) + 1.0
                 for x in range(xa, xb + 1):
                     i = row + x
-                    vis = vis_next
+                    vis = np.float32(vis_next)
                     vis_next *= step
                     step *= ratio
                     dx -= 1.0

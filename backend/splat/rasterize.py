@@ -8,12 +8,14 @@ anywhere, bins them into tiles sorted by depth, and composites them front to bac
 the 3DGS clamps. Three implementations compute the same function:
 
 - ``"gsplat"``: gsplat's CUDA rasterizer, used on CUDA devices when gsplat imports;
-- ``"numba"``: the CPU kernels of :mod:`._kernels` (tile compositing forward and backward,
-  compiled by numba) under a ``torch.autograd.Function``; projection and spherical
-  harmonics stay in PyTorch and autograd;
-- ``"torch"``: the same tiles in eager PyTorch (every Gaussian of a tile against every pixel
-  of it, a segmented cumulative sum of ``log(1 - alpha)`` for the transmittance), with
-  autograd for the backward; it needs nothing but torch.
+- ``"numba"``: the CPU kernels of :mod:`._kernels` (projection with the SH colours, and
+  tile compositing, each forward and backward, compiled by numba) under
+  ``torch.autograd.Function``s; tiles are bands up to 256 pixels wide and ``tile_size``
+  (16) tall, shared between a few threads;
+- ``"torch"``: eager PyTorch only: projection and SH by autograd, then 4 x 4 tiles with
+  every Gaussian of a tile against every pixel of it, the transmittance from a segmented
+  cumulative sum of ``log(1 - alpha)``, and the compositing backward written out in
+  whole-array operations; it needs nothing but torch.
 
 ``"auto"`` takes the first available. :mod:`.reference` holds the dense per-pixel reference
 the tests compare all of them with.
@@ -210,7 +212,7 @@ def rasterize(
     if backend == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                                  backgrounds, near_plane, far_plane, eps2d, tile_size or 16)
-    tile_size = tile_size or (16 if backend == "numba" else 8)
+    tile_size = tile_size or (16 if backend == "numba" else 4)
     if backend == "numba":
         proj, rgb_cam = project_numba(means, quats, scales, opacities, colors, sh_degree, viewmats, Ks, width, height,
                                       near_plane, far_plane, eps2d)
@@ -410,7 +412,8 @@ def bin_tiles_torch(proj: Projection, width: int, height: int, tile_size: int) -
 def composite_torch(proj: Projection, colors: Tensor, width: int, height: int, tile_size: int = 8
                     ) -> tuple[Tensor, Tensor, int]:
     """Front-to-back compositing in eager PyTorch, every pixel of a tile against every
-    Gaussian binned to it; differentiable by autograd. ``colors [C, N, 3]``."""
+    Gaussian binned to it, with the backward pass written out (:class:`_TorchComposite`).
+    ``colors [C, N, 3]``."""
     n_cameras, n = proj.depths.shape
     gauss, tile, tiles_x, tiles_y = bin_tiles_torch(proj, width, height, tile_size)
     dtype = proj.means2d.dtype
@@ -430,29 +433,82 @@ def composite_torch(proj: Projection, colors: Tensor, width: int, height: int, t
         starts = torch.ones_like(tile, dtype=torch.bool)
         starts[1:] = tile[1:] != tile[:-1]
         seg_start = torch.cummax(torch.where(starts, torch.arange(len(tile)), 0), 0).values  # [M]
-    m2 = proj.means2d.reshape(-1, 2)[gauss]
-    con = proj.conics.reshape(-1, 3)[gauss]
-    opac = proj.opacities.reshape(-1)[gauss]
-    dx = m2[:, 0:1] - (px.to(dtype) + 0.5)
-    dy = m2[:, 1:2] - (py.to(dtype) + 0.5)
-    power = -0.5 * (con[:, 0:1] * dx * dx + con[:, 2:3] * dy * dy) - con[:, 1:2] * dx * dy
-    alpha = torch.clamp(opac[:, None] * torch.exp(power), max=ALPHA_MAX)
-    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN) & inside, alpha, torch.zeros((), dtype=dtype))
-    log_keep = torch.log1p(-alpha).to(torch.float64)  # [M, P]
-    cum = torch.cumsum(log_keep, 0)
-    base = cum[seg_start] - log_keep[seg_start]  # the running sum before each tile's first Gaussian
-    log_t_after = cum - base
-    with torch.no_grad():
+        centers = (px.to(dtype) + 0.5, py.to(dtype) + 0.5)
+    rgb, alpha = _TorchComposite.apply(proj.means2d.reshape(-1, 2), proj.conics.reshape(-1, 3), colors.reshape(-1, 3),
+                                       proj.opacities.reshape(-1), gauss, pixel, inside, seg_start, centers,
+                                       n_cameras * height * width)
+    return rgb.reshape(n_cameras, height, width, 3), alpha.reshape(n_cameras, height, width, 1), int(len(gauss))
+
+
+def _segmented_cumsum(values: Tensor, seg_start: Tensor) -> Tensor:
+    """Inclusive cumulative sum along dim 0 restarting at each segment (float64)."""
+    cum = torch.cumsum(values, 0)
+    return cum - (cum[seg_start] - values[seg_start])
+
+
+class _TorchComposite(torch.autograd.Function):
+    """Tile compositing on ``[M, P]`` pairs (M intersections sorted by tile then depth, P
+    pixels of a tile): transmittance from a segmented cumulative sum of ``log(1 - alpha)``;
+    the backward uses ``dC/dalpha_i = c_i T_i - (sum of what is behind i) / (1 - alpha_i)``,
+    the sums behind from the same segmented sums. A few dozen whole-array operations
+    instead of autograd's hundred and seventy."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, gauss, pixel, inside, seg_start, centers, total):
+        m2, con, opac = means2d[gauss], conics[gauss], opacities[gauss]
+        dx = m2[:, 0:1] - centers[0]
+        dy = m2[:, 1:2] - centers[1]
+        power = -0.5 * (con[:, 0:1] * dx * dx + con[:, 2:3] * dy * dy) - con[:, 1:2] * dx * dy
+        vis = torch.exp(power)
+        alpha_raw = opac[:, None] * vis
+        alpha = alpha_raw.clamp(max=ALPHA_MAX)
+        valid = (power <= 0) & (alpha >= ALPHA_MIN) & inside
+        alpha = torch.where(valid, alpha, 0.0)
+        log_keep = torch.log1p(-alpha).double()
+        log_t_after = _segmented_cumsum(log_keep, seg_start)
         used = log_t_after > math.log(T_MIN)  # the 3DGS stop: nothing from the Gaussian that would reach 1e-4
-    t_before = torch.exp(log_t_after - log_keep).to(dtype)
-    weight = torch.where(used, alpha * t_before, torch.zeros((), dtype=dtype))  # [M, P]
-    col = colors.reshape(-1, 3)[gauss]  # [M, 3]
-    total = n_cameras * height * width
-    rgb = torch.zeros(total, 3, dtype=dtype).index_add(0, pixel.reshape(-1), (weight[:, :, None] * col[:, None, :]).reshape(-1, 3))
-    log_t = torch.zeros(total, dtype=torch.float64).index_add(
-        0, pixel.reshape(-1), torch.where(used, log_keep, torch.zeros((), dtype=torch.float64)).reshape(-1))
-    alpha_img = 1.0 - torch.exp(log_t).to(dtype)
-    return rgb.reshape(n_cameras, height, width, 3), alpha_img.reshape(n_cameras, height, width, 1), int(len(gauss))
+        t_before = torch.exp(log_t_after - log_keep).to(alpha.dtype)
+        weight = torch.where(used, alpha * t_before, 0.0)  # [M, P]
+        col = colors[gauss]
+        flat = pixel.reshape(-1)
+        rgb = torch.zeros(total, 3, dtype=alpha.dtype).index_add_(0, flat, (weight[:, :, None] * col[:, None, :]).reshape(-1, 3))
+        log_t = torch.zeros(total, dtype=torch.float64).index_add_(0, flat, torch.where(used, log_keep, 0.0).reshape(-1))
+        final_t = torch.exp(log_t).to(alpha.dtype)
+        ctx.save_for_backward(means2d, conics, colors, opacities, gauss, pixel, seg_start, vis, alpha, weight, used,
+                              final_t, *centers)
+        ctx.valid_unclamped = valid & (alpha_raw <= ALPHA_MAX)
+        return rgb, 1.0 - final_t
+
+    @staticmethod
+    def backward(ctx, v_rgb, v_alpha_img):
+        (means2d, conics, colors, opacities, gauss, pixel, seg_start, vis, alpha, weight, used, final_t, cx,
+         cy) = ctx.saved_tensors
+        flat = pixel.reshape(-1)
+        col = colors[gauss]  # [M, 3]
+        v_pix = v_rgb[pixel]  # [M, P, 3]
+        v_col = (v_pix * col[:, None, :]).sum(-1)  # [M, P]: upstream . colour
+        grad_colors = torch.zeros_like(colors).index_add_(0, gauss, (weight[:, :, None] * v_pix).sum(1))
+        # what each pair hides: the weighted colours behind it in its pixel (float64 sums)
+        contrib = (weight * v_col).double()
+        per_pixel = torch.zeros(len(final_t), dtype=torch.float64).index_add_(0, flat, contrib.reshape(-1))
+        behind = (per_pixel[pixel] - _segmented_cumsum(contrib, seg_start)).to(alpha.dtype)
+        inv = 1.0 / (1.0 - alpha)
+        t_before = torch.where(used, weight / alpha.clamp_min(ALPHA_MIN), 0.0)
+        v_alpha = torch.where(used, t_before * v_col - behind * inv + v_alpha_img[pixel] * final_t[pixel] * inv, 0.0)
+        v_alpha = torch.where(ctx.valid_unclamped, v_alpha, 0.0)
+        opac = opacities[gauss]
+        grad_opacities = torch.zeros_like(opacities).index_add_(0, gauss, (v_alpha * vis).sum(1))
+        v_power = v_alpha * vis * opac[:, None]
+        m2, con = means2d[gauss], conics[gauss]
+        dx = m2[:, 0:1] - cx
+        dy = m2[:, 1:2] - cy
+        a, b, c = con[:, 0:1], con[:, 1:2], con[:, 2:3]
+        grad_pairs = torch.stack([
+            -(v_power * (a * dx + b * dy)).sum(1), -(v_power * (b * dx + c * dy)).sum(1),
+            -0.5 * (v_power * dx * dx).sum(1), -(v_power * dx * dy).sum(1), -0.5 * (v_power * dy * dy).sum(1),
+        ], 1)
+        grad = torch.zeros(len(means2d), 5, dtype=means2d.dtype).index_add_(0, gauss, grad_pairs)
+        return grad[:, :2], grad[:, 2:], grad_colors, grad_opacities, None, None, None, None, None, None
 
 
 # -- gsplat path ----------------------------------------------------------------------------------

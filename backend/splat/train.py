@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from .sh import num_coeffs, rgb_to_sh
 
 log = logging.getLogger("recon.splat")
 
-BACKGROUNDS = ("white", "black", "random")
+BACKGROUNDS = ("auto", "white", "black", "random")  # auto: white behind photos with alpha, else black
 PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
 
 
@@ -56,7 +56,7 @@ class TrainSettings:
     sh_degree: int = 3
     sh_degree_interval: float = 0.1  # progress between raising the SH degree by one
     max_gaussians: int = 300_000
-    background: str = "white"
+    background: str = "auto"
     ssim_weight: float = 0.2
     # learning rates (3DGS); the position rate is multiplied by the scene scale
     lr_means: float = 1.6e-4
@@ -80,6 +80,7 @@ class TrainSettings:
     init_opacity: float = 0.1
     seed: int = 0
     backend: str = "auto"
+    device: str = "auto"  # auto: CUDA when gsplat can rasterize there, else the CPU
 
 
 @dataclass
@@ -354,7 +355,7 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     padding, as the 3DGS reference)."""
     x = torch.cat([a, b, a * a, b * b, a * b], -1).permute(2, 0, 1)[None]  # [1, 15, H, W]
     c = x.shape[1]
-    w = _WINDOW.to(x.dtype)
+    w = _WINDOW.to(x)
     x = F.conv2d(x, w.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, 5), groups=c)
     x = F.conv2d(x, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(5, 0), groups=c)
     mu_a, mu_b, aa, bb, ab = x[0].split(3)
@@ -370,6 +371,17 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 # -- the trainer ---------------------------------------------------------------------------------
+def choose_device(device: str, backend: str) -> torch.device:
+    """``auto``: CUDA when it is there and the rasterizer can use it (gsplat), else the CPU."""
+    from .rasterize import gsplat_available
+
+    if device == "cuda" or (device == "auto" and backend in ("auto", "gsplat") and gsplat_available()):
+        if not torch.cuda.is_available():
+            raise InputError("Device 'cuda' was asked for, but this backend has no CUDA device.", "Choose 'auto'.")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 @contextlib.contextmanager
 def torch_threads(n: int = 1):
     """Run torch's own operators on ``n`` threads for a while. Training uses 1: its torch
@@ -393,11 +405,17 @@ class Trainer:
         if not views.train:
             raise InputError("No views are left to train on.", "Lower 'hold_out_every' or give more photos.")
         self.views = views
+        if settings.background == "auto":
+            settings = replace(settings, background="white" if views.has_alpha else "black")
         self.settings = settings
+        self.device = choose_device(settings.device, settings.backend)
         try:
-            self.backend = resolve_backend(settings.backend, torch.device("cpu"))
+            self.backend = resolve_backend(settings.backend, self.device)
         except ValueError as exc:
             raise InputError(f"Rasterizer '{settings.backend}' cannot run here: {exc}.", "Choose 'auto'.") from exc
+        self._w2c = views.w2c.to(self.device)
+        self._Ks = views.Ks.to(self.device)
+        self._images: dict[int, tuple[Tensor, Tensor | None]] = {}
         self.scale = scene_scale(views)
         self.step = 0
         self.seconds = 0.0  # training time so far (not counting evaluations and previews)
@@ -422,7 +440,7 @@ class Trainer:
             "sh0": sh[:, :1].contiguous(),
             "shN": sh[:, 1:k].contiguous(),
         }
-        self.params = {name: v.clone().requires_grad_(True) for name, v in values.items()}
+        self.params = {name: v.to(self.device).clone().requires_grad_(True) for name, v in values.items()}
         lrs = {"means": s.lr_means * self.scale, "quats": s.lr_quats, "log_scales": s.lr_scales,
                "logit_opacities": s.lr_opacities, "sh0": s.lr_sh0, "shN": s.lr_shN}
         self.optimizer = torch.optim.Adam(
@@ -455,17 +473,22 @@ class Trainer:
         coeffs = torch.cat([p["sh0"], p["shN"][:, : num_coeffs(degree) - 1]], 1)
         rgb, alpha, meta = rasterize(
             p["means"], p["quats"], torch.exp(p["log_scales"]), torch.sigmoid(p["logit_opacities"]), coeffs,
-            self.views.w2c[view : view + 1], self.views.Ks[view : view + 1], self.views.widths[view],
+            self._w2c[view : view + 1], self._Ks[view : view + 1], self.views.widths[view],
             self.views.heights[view], sh_degree=degree, backgrounds=background[None], backend=self.backend,
         )
         return rgb[0], alpha[0], meta
 
     def target(self, view: int, background: Tensor) -> Tensor:
-        image, alpha = self.views.images[view], self.views.alphas[view]
+        if view not in self._images:  # photos move to the device as they are first used
+            alpha = self.views.alphas[view]
+            self._images[view] = (self.views.images[view].to(self.device),
+                                  None if alpha is None else alpha.to(self.device))
+        image, alpha = self._images[view]
         return image if alpha is None else image * alpha + background * (1 - alpha)
 
     def eval_background(self) -> Tensor:
-        return torch.zeros(3) if self.settings.background == "black" else torch.ones(3)
+        value = 0.0 if self.settings.background == "black" else 1.0
+        return torch.full((3,), value, device=self.device)
 
     def _next_view(self) -> int:
         if not self._queue:
@@ -479,7 +502,7 @@ class Trainer:
         s = self.settings
         view = self._next_view()
         if s.background == "random":
-            background = torch.rand(3, generator=self.rng)
+            background = torch.rand(3, generator=self.rng).to(self.device)
         else:
             background = self.eval_background()
         rgb, _, meta = self.render(view, background)
@@ -508,8 +531,8 @@ class Trainer:
     # adaptive density control
     def _reset_stats(self) -> None:
         n = len(self)
-        self.grad2d = torch.zeros(n)
-        self.count = torch.zeros(n)
+        self.grad2d = torch.zeros(n, device=self.device)
+        self.count = torch.zeros(n, device=self.device)
 
     def _accumulate(self, meta: dict) -> None:
         if self.progress() >= self.settings.refine_stop:
@@ -517,7 +540,8 @@ class Trainer:
         grad = meta["means2d"].grad
         if grad is None:
             return
-        visible = (meta["radii"][0] > 0).all(-1)
+        radii = meta["radii"][0]
+        visible = (radii > 0).all(-1) if radii.dim() == 2 else radii > 0  # gsplat < 1.5: [C, N]
         g = grad[0].clone()
         g[:, 0] *= meta["width"] / 2.0
         g[:, 1] *= meta["height"] / 2.0
@@ -547,8 +571,8 @@ class Trainer:
         candidates = torch.nonzero(high).squeeze(1)
         if len(candidates) > room:  # the cap: grow where the gradient is largest
             candidates = candidates[torch.argsort(avg[candidates], descending=True)[:room]]
-        clone = torch.zeros(n, dtype=torch.bool)
-        split = torch.zeros(n, dtype=torch.bool)
+        clone = torch.zeros(n, dtype=torch.bool, device=self.device)
+        split = torch.zeros(n, dtype=torch.bool, device=self.device)
         clone[candidates] = small[candidates]
         split[candidates] = ~small[candidates]
         new = {name: [] for name in PARAM_NAMES}
@@ -561,7 +585,7 @@ class Trainer:
 
             scales = torch.exp(p["log_scales"][idx])
             rot = quat_to_rotmat(p["quats"][idx])
-            samples = torch.randn(2, len(idx), 3, generator=self.rng) * scales
+            samples = torch.randn(2, len(idx), 3, generator=self.rng).to(self.device) * scales
             offsets = torch.einsum("nij,snj->sni", rot, samples)
             for k in range(2):
                 new["means"].append(p["means"][idx] + offsets[k])
@@ -596,7 +620,8 @@ class Trainer:
             state = self.optimizer.state.pop(old, None)
             if state:
                 for key in ("exp_avg", "exp_avg_sq"):
-                    pad = torch.zeros((len(extra[name]), *state[key].shape[1:]), dtype=state[key].dtype)
+                    pad = torch.zeros((len(extra[name]), *state[key].shape[1:]), dtype=state[key].dtype,
+                                      device=self.device)
                     state[key] = torch.cat([state[key][keep], pad]).contiguous()
                 self.optimizer.state[value] = state
             group["params"][0] = value
@@ -623,11 +648,11 @@ class Trainer:
         view = view if view is not None else (self.views.held_out or self.views.train)[0]
         rgb, _, _ = self.render(view, self.eval_background())
         buffer = io.BytesIO()
-        Image.fromarray((rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(buffer, format="PNG")
+        Image.fromarray((rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(buffer, format="PNG")
         return buffer.getvalue()
 
     def splats(self) -> Splats:
-        p = {name: t.detach() for name, t in self.params.items()}
+        p = {name: t.detach().cpu() for name, t in self.params.items()}
         degree = self.settings.sh_degree
         return Splats(p["means"].numpy().copy(), p["quats"].numpy().copy(), p["log_scales"].numpy().copy(),
                       p["logit_opacities"].numpy().copy(),
@@ -638,9 +663,9 @@ class Trainer:
             "format": "recon-splat-checkpoint-1",
             "step": self.step, "seconds": self.seconds, "last_reset": self.last_reset,
             "settings": asdict(self.settings), "views": self.views.names,
-            "params": {name: t.detach().clone() for name, t in self.params.items()},
+            "params": {name: t.detach().cpu().clone() for name, t in self.params.items()},
             "optimizer": self.optimizer.state_dict(),
-            "grad2d": self.grad2d.clone(), "count": self.count.clone(),
+            "grad2d": self.grad2d.cpu().clone(), "count": self.count.cpu().clone(),
             "rng": self.rng.get_state(),
         }
 
@@ -652,7 +677,7 @@ class Trainer:
         if p["shN"].shape[1] == self.params["shN"].shape[1]:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.seconds, self.last_reset = state["step"], state["seconds"], state["last_reset"]
-        self.grad2d, self.count = state["grad2d"], state["count"]
+        self.grad2d, self.count = state["grad2d"].to(self.device), state["count"].to(self.device)
         self.rng.set_state(state["rng"])
 
 
