@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402 - bench/_common.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -81,32 +82,17 @@ def leaves(data: dict) -> dict:
     return {k: (v.clone().requires_grad_(True) if k in LEAVES else v) for k, v in data.items()}
 
 
-class Contention:
-    """CPU time other processes used while a section ran, in cores (see bench/deform.py)."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        guest = sum(values[8:10]) if len(values) > 9 else 0
-        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
+class Contention(_common.Contention):
+    """bench/_common.py's measure of other processes' CPU time, plus the load average."""
 
     def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
         self.load0 = os.getloadavg()[0]
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy, own = self._busy(), sum(os.times()[:4]) - self.own0
-        self.result = {"wall_seconds": round(wall, 3), "own_cpu_seconds": round(own, 3),
-                       "load_average": [round(self.load0, 2), round(os.getloadavg()[0], 2)]}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            self.result["other_cpu_cores"] = round(max(0.0, (busy - self.busy0 - own) / wall), 2)
+        super().__exit__(*exc)
+        self.result = {k: round(v, 3) for k, v in self.result.items()}
+        self.result["load_average"] = [round(self.load0, 2), round(os.getloadavg()[0], 2)]
 
 
 def configure(variant: str) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402 - bench/_common.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -57,36 +58,22 @@ WORK = ROOT / "bench" / "results" / "work"
 TARGETS = {"lego_psnr_min": 28.0, "lego_minutes_max": 10.0}
 
 
-class Contention:
-    """CPU time other processes used while a section ran, in cores (see bench/deform.py)."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        guest = sum(values[8:10]) if len(values) > 9 else 0
-        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
+class Contention(_common.Contention):
+    """bench/_common.py's measure of other processes' CPU time, plus the load average
+    sampled at each :meth:`sample`."""
 
     def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
         self.loads = [os.getloadavg()[0]]
-        return self
+        return super().__enter__()
 
     def sample(self) -> None:
         self.loads.append(os.getloadavg()[0])
 
     def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy, own = self._busy(), sum(os.times()[:4]) - self.own0
-        self.result = {"wall_seconds": round(wall, 1), "own_cpu_seconds": round(own, 1),
-                       "load_average_min_mean_max": [round(min(self.loads), 2), round(float(np.mean(self.loads)), 2),
-                                                     round(max(self.loads), 2)]}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            self.result["other_cpu_cores"] = round(max(0.0, (busy - self.busy0 - own) / wall), 2)
+        super().__exit__(*exc)
+        self.result = {k: round(v, 2) for k, v in self.result.items()}
+        self.result["load_average_min_mean_max"] = [round(min(self.loads), 2), round(float(np.mean(self.loads)), 2),
+                                                    round(max(self.loads), 2)]
 
 
 def train_curve(name: str, views, xyz, rgb, settings: TrainSettings, minutes: float) -> dict:
