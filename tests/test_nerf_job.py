@@ -67,12 +67,14 @@ def test_cancel_keeps_a_checkpoint_to_resume_from(tmp_path):
         if type_ == protocol.PROGRESS and fields["stage"] == "train" and fields["metrics"]["step"] >= 5:
             cancel.set()
 
-    config = {"iterations": 1000, "levels": 8, "log2_table_size": 12, "base_resolution": 4,
+    # Far more steps than run before the first progress event (they are at most 5 a second),
+    # so the cancel always lands while training, however fast the machine.
+    config = {"iterations": 1_000_000, "levels": 8, "log2_table_size": 12, "base_resolution": 4,
               "finest_resolution": 64, "grid_resolution": 32, "rays": 128, "samples": 8}
     type_, _ = run_job("nerf", config, {"scene": str(transforms)}, "job-cancel", tmp_path / "job", emit, cancel)
     assert type_ == protocol.CANCELLED
     meta = json.loads((tmp_path / "job" / "field.json").read_text())
-    assert 5 <= meta["training"]["steps"] < 1000
+    assert 5 <= meta["training"]["steps"] < 1_000_000
     type_, fields = run_job("nerf", {**config, "iterations": meta["training"]["steps"] + 3},
                             {"scene": str(transforms), "resume_from": str(tmp_path / "job")}, "job-resume",
                             tmp_path / "resumed", lambda *a: None)
