@@ -14,6 +14,8 @@ so ``t`` along a ray is a distance in scene units.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -237,6 +239,15 @@ def load_views(
             "transforms.json, its 'file_path's; for a COLMAP model, an 'images' folder beside or above it).")
     if not 0 < resolution_scale <= 4:
         raise InputError(f"Resolution scale {resolution_scale} is out of range.", "Use a value in (0, 4], such as 0.25.")
+    needed = 4 * sum(round(w * resolution_scale) * round(h * resolution_scale)
+                     for w, h in zip(cameras.widths, cameras.heights, strict=True))
+    available = available_memory()
+    if available and needed > 0.6 * available:
+        fit = resolution_scale * math.sqrt(0.6 * available / needed) * 0.95
+        raise InputError(
+            f"The {len(paths)} photos need {needed / 2**30:.1f} GB at resolution scale {resolution_scale:g}; "
+            f"{available / 2**30:.1f} GB of memory is free.",
+            f"Lower 'resolution_scale' to {fit:.2f} or less, or use fewer photos.")
     blocks, offsets, any_alpha = [], [0], False
     scaled_widths, scaled_heights = [], []
     Ks = cameras.Ks.clone()
@@ -267,6 +278,21 @@ def load_views(
     scaled = Cameras(cameras.names, Ks, cameras.c2w, scaled_widths, scaled_heights, cameras.models,
                      cameras.distortion)
     return Views(scaled, torch.cat(blocks), torch.tensor(offsets, dtype=torch.long), any_alpha)
+
+
+def available_memory() -> int:
+    """Bytes of memory free for this process (Linux: MemAvailable), 0 if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _resize_premultiplied(photo, width: int, height: int, has_alpha: bool) -> np.ndarray:  # [H, W, 4] uint8

@@ -304,11 +304,12 @@ class Trainer:
 
     @torch.no_grad()
     def pixels_psnr(self, views: list[int], pixels_per_view: int, seed: int = 1234) -> float:
-        """PSNR over the same ``pixels_per_view`` random pixels of each view (an unbiased
-        estimate of the mean squared error, at a fraction of a full render's cost)."""
+        """The mean over ``views`` of each one's PSNR over the same ``pixels_per_view`` random
+        pixels of it (a fraction of a full render's cost; the mean squared error of a
+        subset is an unbiased estimate of the image's)."""
         generator = torch.Generator().manual_seed(seed)
         cams = self.views.cameras
-        errors, count = 0.0, 0
+        values = []
         s = self.settings
         for v in views:
             n = cams.widths[v] * cams.heights[v]
@@ -316,14 +317,15 @@ class Trainer:
             xy = torch.stack([(local % cams.widths[v]).double() + 0.5, (local // cams.widths[v]).double() + 0.5], -1)
             origins, dirs = cams.rays(v, xy)
             truth = composite_target(self.views.pixels[self.views.offsets[v] + local], self.background)
+            errors = 0.0
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16 and not self.is_ngp):
                 for start in range(0, len(local), 1 << 14):
                     sl = slice(start, start + (1 << 14))
                     out = render_rays(self.field, origins[sl].to(self.device), dirs[sl].to(self.device),
                                       self.background, s.ray_samples, s.fine_samples)
                     errors += float(((out["rgb"].float().cpu().clamp(0, 1) - truth[sl]) ** 2).sum())
-                    count += truth[sl].numel()
-        return psnr(errors / max(count, 1))
+            values.append(psnr(errors / max(truth.numel(), 1)))
+        return float(np.mean(values)) if values else math.nan
 
     # -- the loop --
     def run(
