@@ -111,7 +111,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         if list(state["views"]) != views.names:
             raise InputError(f"Checkpoint {inputs.resume} was trained on other photos than {inputs.scene}.",
                              "Resume with the scene it was trained on.")
-        trainer = Trainer(views, settings, _placeholder_splats(state))
+        trainer = Trainer(views, settings, _checkpoint_splats(state))
         trainer.load_state_dict(state)
         ctx.log("info", f"resuming at iteration {trainer.step} with {len(trainer)} Gaussians")
     else:
@@ -127,12 +127,11 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         trainer = Trainer(views, settings, initial_splats(xyz, rgb, settings.sh_degree, settings.init_opacity))
         ctx.log("info", f"starting from {len(trainer)} Gaussians ({source}); rasterizer: {trainer.backend}")
 
-    def write_state(final: bool) -> None:
+    def write_state() -> None:
         write_splats(ctx.dir / "splats.ply", trainer.splats())
+        ctx.artifact("splats", ctx.dir / "splats.ply", "ply")
         save_checkpoint(ctx.dir / "checkpoint.pt", trainer)
-        if final:
-            ctx.artifact("splats", ctx.dir / "splats.ply", "ply")
-            ctx.artifact("checkpoint", ctx.dir / "checkpoint.pt", "pt")
+        ctx.artifact("checkpoint", ctx.dir / "checkpoint.pt", "pt")
 
     def write_preview() -> None:
         from ..protocol import write_bytes_atomic
@@ -173,7 +172,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
             train_loop()
     except Cancelled:
         ctx.log("info", f"cancelled at iteration {trainer.step}: writing splats.ply and checkpoint.pt")
-        write_state(final=True)
+        write_state()
         write_preview()
         raise
     except (MemoryError, RuntimeError) as exc:
@@ -183,7 +182,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
                           "Lower 'max_gaussians' or 'resolution_scale'.") from exc
     ctx.progress("write", 0, 1, "writing splats.ply")
     with torch_threads(1):
-        write_state(final=True)
+        write_state()
         write_preview()
         final = trainer.evaluate()
         train_metrics = trainer.evaluate(views.train[:: max(1, len(views.train) // 10)])
@@ -207,7 +206,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     }
 
 
-def _placeholder_splats(state: dict):
+def _checkpoint_splats(state: dict):
     from ..splat.ply import Splats
 
     p = state["params"]
