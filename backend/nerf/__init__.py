@@ -9,7 +9,8 @@ CUDA.
 - :mod:`.field`: the fields, their ``field.json`` and checkpoint, :func:`.field.load_field`
   and ``Field.density(points_world)`` (for the mesh job).
 - :mod:`.rays`: photos and camera rays; :mod:`.render`: the occupancy grid, sampling and
-  volume rendering; :mod:`.train`: the training loop.
+  volume rendering; :mod:`.train`: the training loop; :mod:`.cpu`: threads and memory on
+  busy CPUs.
 
 A field's world frame is the scene's frame; every map from it into the encoding's unit
 cube (the box, or the centre and radius of a contracted unbounded scene) is written in

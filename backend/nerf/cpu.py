@@ -4,8 +4,8 @@
 :func:`choose_threads`: torch's and numba's thread pools wait for their slowest thread at
 every operation, so on a machine whose cores are already busy two threads can run several
 times slower than one (measured here: a small training step 5 times slower with 2 threads
-than with 1 at a load average of 6 on 2 cores). ``"auto"`` takes the cores left idle by
-the load average (at least one), when training starts and again every minute.
+than with 1 at a load average of 6 on 2 cores). ``"auto"`` takes the cores other processes
+leave idle by the load average (at least one), when training starts and again every minute.
 
 :func:`keep_freed_memory`: glibc's ``malloc`` serves large blocks (a training step's activations: tens of MB each)
 with ``mmap`` and returns them on ``free``, so every step page-faults its temporaries in
@@ -72,23 +72,27 @@ def keep_freed_memory(enabled: bool = True):
                     libc.malloc_trim(0)
 
 
-def idle_cores() -> int:
-    """Cores not taken by the load average of the last minute (at least 1)."""
+def idle_cores(own_threads: int = 0) -> int:
+    """Cores not taken by other processes (the load average of the last minute less the
+    ``own_threads`` this process keeps busy), at least 1."""
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return cores
-    return max(1, min(cores, int(round(cores - load + 0.25))))
+    others = max(0.0, load - own_threads)
+    return max(1, min(cores, int(round(cores - others + 0.25))))
 
 
-def choose_threads(threads: int) -> int:
-    """Set torch's (and numba's) thread count: ``threads``, or with 0 the idle cores; returns it."""
+def choose_threads(threads: int, busy: bool = False) -> int:
+    """Set torch's (and numba's) thread count: ``threads``, or with 0 the cores other
+    processes leave idle (``busy``: this process has been working with its current threads,
+    which the load average counts too); returns it."""
     import torch
 
     from . import _kernels
 
-    n = threads if threads > 0 else idle_cores()
+    n = threads if threads > 0 else idle_cores(torch.get_num_threads() if busy else 0)
     n = max(1, min(n, os.cpu_count() or n))
     if _kernels.AVAILABLE:  # first: starting numba's OpenMP pool resets the process's OpenMP thread count
         _kernels.numba.set_num_threads(min(n, _kernels.numba.config.NUMBA_NUM_THREADS))

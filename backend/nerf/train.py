@@ -160,6 +160,7 @@ class Trainer:
         self.step_count = 0
         self.train_seconds = 0.0
         self.threads = torch.get_num_threads()
+        self._threads_checked = -math.inf
         if resume is not None:
             self.field = resume
             self.step_count = int(resume.info.get("steps", 0))
@@ -342,14 +343,14 @@ class Trainer:
         max_steps = self.settings.iterations if max_steps is None else max_steps
         max_seconds = self.settings.max_seconds if max_seconds is None else max_seconds
         last = [self.train_seconds for _ in callbacks]
-        threads_checked = -math.inf
         with keep_freed_memory(self.device.type == "cpu"):
             while self.step_count < max_steps and (max_seconds <= 0 or self.train_seconds < max_seconds):
                 if check_cancelled is not None:
                     check_cancelled()
-                if self.device.type == "cpu" and time.monotonic() - threads_checked > 60:
-                    threads_checked = time.monotonic()
-                    self.threads = choose_threads(self.settings.threads)
+                if self.device.type == "cpu" and time.monotonic() - self._threads_checked > 60:
+                    self._threads_checked = time.monotonic()
+                    # once training, this process's own threads are in the load average too
+                    self.threads = choose_threads(self.settings.threads, busy=self.step_count > 0)
                 metrics = self.step()
                 if not math.isfinite(metrics["loss"]):
                     raise FloatingPointError(f"the loss became {metrics['loss']} at step {self.step_count}")
