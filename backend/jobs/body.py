@@ -8,7 +8,11 @@ Anny (``--model anny``, the default; ``--rig default|mixamo|game_engine``) or an
 SMPL/SMPL-H/SMPL-X file (``--model PATH``, .npz or .pkl). One photo is fitted on its own;
 several photos need their cameras (``--cameras cameras.npz`` from the ``sfm`` job) and are
 fitted jointly, one body seen by every camera (without cameras, only the photo with the
-most keypoints is fitted).
+most keypoints is fitted). When those cameras have lens distortion (``model`` and
+``distortion`` in cameras.npz: COLMAP's SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV,
+OPENCV_FISHEYE), the keypoints and the person's mask are undistorted through the pinhole
+``K`` before the fit, and everything written in pixels (``keypoints_2d``,
+``keypoints_input``, ``fit_error_px``, the previews) is in the photo's own, distorted pixels.
 
 Files written:
 
@@ -69,7 +73,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +160,94 @@ def _load_cameras(path: str) -> dict[str, dict]:
             names = [str(n) for n in data["names"]]
             K, w2c = data["K"], data["w2c"]
             width, height = data["width"], data["height"]
+            models = [str(m).upper() for m in data["model"]] if "model" in data.files else ["PINHOLE"] * len(names)
+            distortion = (np.asarray(data["distortion"], np.float64).reshape(len(names), -1)
+                          if "distortion" in data.files else np.zeros((len(names), 0)))
     except KeyError as exc:
         raise InputError(f"{path} has no {exc} array; it is not a Recon cameras.npz.",
                          "Pass the cameras.npz written by the sfm or import job.") from exc
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} is not a readable cameras.npz ({exc}).", "Pass the sfm job's cameras.npz.") from exc
-    return {name: {"K": K[i].astype(np.float64), "w2c": w2c[i].astype(np.float64), "width": int(width[i]),
-                   "height": int(height[i])} for i, name in enumerate(names)}
+    cameras = {}
+    for i, name in enumerate(names):
+        coefficients = distortion[i][np.isfinite(distortion[i])]
+        lens = (models[i], coefficients) if np.any(coefficients != 0) else None
+        if lens is not None and models[i] not in DISTORTED_MODELS:
+            raise InputError(f"{path}: the camera of {name} has the lens model {models[i]}, whose distortion the body "
+                             "fit cannot remove.",
+                             f"Solve the cameras with one of: {', '.join(m.lower() for m in DISTORTED_MODELS)}, or a "
+                             "pinhole camera.")
+        cameras[name] = {"K": K[i].astype(np.float64), "w2c": w2c[i].astype(np.float64), "width": int(width[i]),
+                         "height": int(height[i]), "lens": lens}
+    return cameras
+
+
+# Lens distortion (COLMAP's models, as the sfm job writes them) -----------------------------------
+
+DISTORTED_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV", "OPENCV_FISHEYE")
+
+
+def _normalised(pixels: np.ndarray, K: np.ndarray) -> np.ndarray:  # [N, 2] pixels -> [N, 2] normalised
+    return (np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(K).T)[:, :2]
+
+
+def _pixels(normalised: np.ndarray, K: np.ndarray) -> np.ndarray:
+    return np.concatenate([normalised, np.ones((len(normalised), 1))], 1) @ K[:2].T
+
+
+def undistort_pixels(pixels: np.ndarray, K: np.ndarray, lens: tuple[str, np.ndarray] | None) -> np.ndarray:
+    """Where the pinhole camera ``K`` sees what the photo shows at ``pixels [N, 2]``."""
+    if lens is None:
+        return np.asarray(pixels, np.float64)
+    import torch
+
+    from ..nerf.rays import undistort
+
+    xy = undistort(torch.as_tensor(_normalised(pixels, K)), lens[0], lens[1]).numpy()
+    return _pixels(xy, K)
+
+
+def distort_pixels(pixels: np.ndarray, K: np.ndarray, lens: tuple[str, np.ndarray] | None) -> np.ndarray:
+    """Where the photo shows what the pinhole camera ``K`` sees at ``pixels [N, 2]``."""
+    if lens is None:
+        return np.asarray(pixels, np.float64)
+    import torch
+
+    from ..nerf.rays import distort
+
+    xy = distort(torch.as_tensor(_normalised(pixels, K)), lens[0], lens[1]).numpy()
+    return _pixels(xy, K)
+
+
+def undistort_mask(mask: np.ndarray, K: np.ndarray, width: int, height: int, lens, max_size: int = 640) -> np.ndarray:
+    """The person mask ``[h, w]`` (over the photo, ``width x height`` camera pixels) as the
+    pinhole camera ``K`` sees it, at most ``max_size`` pixels wide or high (nearest sample;
+    outside the photo: no person)."""
+    step = max(1.0, max(width, height) / max_size)
+    out_w, out_h = max(1, round(width / step)), max(1, round(height / step))
+    ys, xs = np.meshgrid((np.arange(out_h) + 0.5) * height / out_h, (np.arange(out_w) + 0.5) * width / out_w,
+                         indexing="ij")
+    source = distort_pixels(np.stack([xs.ravel(), ys.ravel()], 1), K, lens)
+    col = np.floor(source[:, 0] * mask.shape[1] / width).astype(np.int64)
+    row = np.floor(source[:, 1] * mask.shape[0] / height).astype(np.int64)
+    inside = (col >= 0) & (col < mask.shape[1]) & (row >= 0) & (row < mask.shape[0])
+    out = np.zeros(out_h * out_w, np.float32)
+    out[inside] = mask[row[inside], col[inside]]
+    return out.reshape(out_h, out_w)
+
+
+def _distorted_vertices(vertices: np.ndarray, K: np.ndarray, w2c: np.ndarray, lens) -> np.ndarray:
+    """Vertices moved (at their depth) to where a pinhole projection through ``K`` lands on
+    their distorted projection: a pinhole preview drawn with them matches the photo."""
+    if lens is None:
+        return vertices
+    cam = vertices @ w2c[:3, :3].T + w2c[:3, 3]
+    z = cam[:, 2:]
+    front = z[:, 0] > 1e-6
+    xy = cam[:, :2] / np.where(front[:, None], z, 1.0)
+    moved = distort_pixels(_pixels(xy, K), K, lens)
+    cam[front, :2] = _normalised(moved, K)[front] * z[front]
+    return (cam - w2c[:3, 3]) @ w2c[:3, :3]
 
 
 def _default_K(width: int, height: int, focal_35mm: float) -> np.ndarray:
@@ -243,21 +328,28 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
                            f"{', '.join(left_out)}. Pass --cameras (from the sfm job) to fit them jointly.")
         found = found[:1]
 
-    views = []
+    views, lenses, photo_keypoints = [], [], []
     for path, rgb, entry, focal in found:
         height, width = rgb.shape[:2]
         keypoints = entry.person.keypoints.copy()
+        mask, lens = entry.person.mask, None
         if cameras is not None:
             camera = cameras[path.name]
             sx, sy = camera["width"] / width, camera["height"] / height
             if abs(sx - 1) > 1e-3 or abs(sy - 1) > 1e-3:
                 keypoints[:, 0] *= sx
                 keypoints[:, 1] *= sy
-            K, w2c, width, height = camera["K"], camera["w2c"], camera["width"], camera["height"]
+            K, w2c, width, height, lens = camera["K"], camera["w2c"], camera["width"], camera["height"], camera["lens"]
         else:
             K = _default_K(width, height, config.focal_35mm or focal or 35.0)
             w2c = np.eye(4)
-        views.append(View(path.name, K, w2c, width, height, keypoints, entry.person.mask))
+        photo_keypoints.append(keypoints.copy())
+        if lens is not None:  # the fit's cameras are pinholes: keypoints and mask as a pinhole sees them
+            keypoints[:, :2] = undistort_pixels(keypoints[:, :2], K, lens)
+            if mask is not None:
+                mask = undistort_mask(np.asarray(mask), K, width, height, lens)
+        lenses.append(lens)
+        views.append(View(path.name, K, w2c, width, height, keypoints, mask))
 
     steps = [max(1, round(config.iterations * f)) for f in (0.2, 0.2, 0.25, 0.35)]
     settings = FitSettings(camera_steps=config.camera_iterations, body_steps=tuple(steps), fit_shape=config.fit_shape,
@@ -271,6 +363,16 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     t0 = time.perf_counter()
     result = fit_body(model, views, settings, cameras_known=cameras is not None, progress=progress)
     seconds["fit"] = round(time.perf_counter() - t0, 2)
+    if any(lens is not None for lens in lenses):  # back into the photos' own pixels
+        views = [replace(view, keypoints=keypoints) for view, keypoints in zip(views, photo_keypoints, strict=True)]
+        valid = model.keypoint_valid.numpy()
+        for p, (view, lens) in enumerate(zip(views, lenses, strict=True)):
+            if lens is None:
+                continue
+            result.keypoints_2d[p] = distort_pixels(result.keypoints_2d[p], result.K[p], lens)
+            ok = (view.keypoints[:, 2] >= config.min_confidence) & valid
+            d = np.linalg.norm(result.keypoints_2d[p] - view.keypoints[:, :2], axis=1)[ok]
+            result.errors_px[p] = float(np.median(d)) if len(d) else float("nan")
     ctx.progress("fit", 1, 1, f"fitted: median keypoint error {np.nanmedian(result.errors_px):.1f} px")
 
     ctx.progress("write", 0, 1, "writing the body")
@@ -286,7 +388,8 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         if image.shape[1] != views[p].width or image.shape[0] != views[p].height:
             Image = require("PIL.Image", "Drawing previews")
             image = np.asarray(Image.fromarray(rgb).resize((views[p].width, views[p].height)))
-        shaded = overlay_mesh(image, arrays["vertices"], arrays["faces"], result.K[p], result.w2c[p])
+        vertices = _distorted_vertices(arrays["vertices"], result.K[p], result.w2c[p], lenses[p])
+        shaded = overlay_mesh(image, vertices, arrays["faces"], result.K[p], result.w2c[p])
         fitted = np.concatenate([result.keypoints_2d[p], np.ones((17, 1))], 1)
         preview = ctx.dir / f"fit_{path.stem}.png"
         save_png(preview, draw_people(shaded, [(views[p].keypoints, (40, 220, 60)), (fitted, (230, 40, 40))]))
