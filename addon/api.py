@@ -202,3 +202,55 @@ def set_body_shape(body_object: bpy.types.Object, **values: float) -> bpy.types.
     """Give a fitted body new shape parameters in place, keeping its pose; returns the armature."""
     _job, finish = submit_set_body_shape(body_object, **values)
     return finish()
+
+
+def submit_train_field(collection: bpy.types.Collection | None = None, resume: bool = True,
+                       **settings) -> tuple[Job, Callable[[], Path]]:
+    """Start training a radiance field on the cameras, photos and points of ``collection`` (a
+    reconstruction; default: the active one). ``settings``: ``field`` ("hashgrid", "mlp"),
+    ``max_minutes``, ``resolution_scale``, or any other setting of the ``nerf`` job
+    (``iterations``, ``rays``, ``levels``, ...). ``resume``: continue a training of this
+    collection stopped by a cancel. The finish function sets the collection's
+    ``recon_field`` and returns the field's folder."""
+    from . import fields
+
+    defaults = {name: prop.keywords["default"] for name, prop in fields.settings_properties().items()}
+    target = collection if collection is not None else fields.reconstruction_collection(bpy.context)
+    job = _submit(lambda: fields.prepare_train(bpy.context, target, {**defaults, **settings}, resume))
+    return job, _finisher(job, lambda: fields.finish_train(job, target))
+
+
+def train_field(collection: bpy.types.Collection | None = None, **settings) -> Path:
+    """Train a radiance field on a reconstruction (see :func:`submit_train_field`); returns its folder."""
+    _job, finish = submit_train_field(collection, **settings)
+    return finish()
+
+
+def submit_render_field(camera: bpy.types.Object | None = None, collection: bpy.types.Collection | None = None,
+                        frame_start: int | None = None, frame_end: int | None = None,
+                        transparent: bool = False) -> tuple[Job, Callable[[], bpy.types.Image]]:
+    """Start rendering the field of ``collection`` (default: the camera's or the active
+    reconstruction's) through ``camera`` (default: the scene's) at the scene's resolution:
+    the current frame, or ``frame_start``..``frame_end`` as an image sequence. The finish
+    function returns the image "Recon Field Render"."""
+    from . import fields
+
+    scene = bpy.context.scene
+    camera = camera if camera is not None else scene.camera
+    if collection is None:
+        collection = fields.field_collection(bpy.context, camera=camera)
+    if frame_start is None and frame_end is None:
+        frames = [scene.frame_current]
+    else:
+        first = scene.frame_current if frame_start is None else int(frame_start)
+        frames = list(range(first, (first if frame_end is None else int(frame_end)) + 1))
+    job = _submit(lambda: fields.prepare_render(bpy.context, collection, camera, frames, transparent))
+    return job, _finisher(job, lambda: fields.finish_render(job, frames))
+
+
+def render_field(camera: bpy.types.Object | None = None, collection: bpy.types.Collection | None = None,
+                 frame_start: int | None = None, frame_end: int | None = None,
+                 transparent: bool = False) -> bpy.types.Image:
+    """Render a trained field through a Blender camera (see :func:`submit_render_field`)."""
+    _job, finish = submit_render_field(camera, collection, frame_start, frame_end, transparent)
+    return finish()

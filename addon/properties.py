@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import body, deform, photo_inputs, reconstruction, sfm
+from . import body, deform, fields, photo_inputs, reconstruction, sfm
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -28,10 +28,15 @@ class RECON_PG_body_settings(bpy.types.PropertyGroup):
     __annotations__ = body.settings_properties()
 
 
+class RECON_PG_field_settings(bpy.types.PropertyGroup):
+    __annotations__ = {**fields.settings_properties(), **fields.render_properties()}
+
+
 _groups = (
     ("recon_deform", RECON_PG_deform_settings),
     ("recon_sfm", RECON_PG_sfm_settings),
     ("recon_body", RECON_PG_body_settings),
+    ("recon_fields", RECON_PG_field_settings),
 )
 
 

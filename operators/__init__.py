@@ -5,6 +5,7 @@ import bpy
 
 from .body import RECON_OT_fit_body, RECON_OT_set_body_shape
 from .deform import RECON_OT_fit_mesh_to_points
+from .fields import RECON_OT_render_field, RECON_OT_train_field
 from .io import RECON_OT_export_cameras, RECON_OT_import_reconstruction
 from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
 from .sfm import RECON_OT_run_sfm
@@ -26,6 +27,8 @@ classes = (
     RECON_OT_crop_splats,
     RECON_OT_delete_splats,
     RECON_OT_setup_splat_render,
+    RECON_OT_train_field,
+    RECON_OT_render_field,
     RECON_OT_fit_body,
     RECON_OT_set_body_shape,
     RECON_OT_cancel_job,

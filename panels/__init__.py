@@ -6,11 +6,12 @@ import bpy
 from . import menus
 from .body import RECON_PT_body, RECON_PT_body_settings
 from .deform import RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings
+from .fields import RECON_PT_fields
 from .jobs import RECON_PT_jobs
 from .sfm import RECON_PT_sfm
 from .splats import RECON_PT_splats
 
-classes = (RECON_PT_sfm, RECON_PT_splats, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_body,
+classes = (RECON_PT_sfm, RECON_PT_splats, RECON_PT_fields, RECON_PT_fit_mesh, RECON_PT_fit_mesh_settings, RECON_PT_body,
            RECON_PT_body_settings, RECON_PT_jobs)
 
 

@@ -166,7 +166,8 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         held = f", held-out PSNR {state['psnr']:.2f} dB" if not math.isnan(state["psnr"]) else ""
         ctx.progress("train", int(1000 * t.progress()), 1000,
                      f"step {t.step_count}, {t.train_seconds / 60:.1f} min, batch PSNR {metrics['psnr']:.2f} dB{held}",
-                     {"loss": metrics["loss"], "psnr_batch": metrics["psnr"], "psnr_holdout": state["psnr"],
+                     {"loss": metrics["loss"], "psnr_batch": metrics["psnr"],
+                      "psnr_holdout": None if math.isnan(state["psnr"]) else state["psnr"],  # JSON has no NaN
                       "step": t.step_count, "samples": metrics["samples"]})
 
     started_at = trainer.step_count

@@ -1,0 +1,58 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The "Fields and Meshes" panel: train a radiance field on a reconstruction (with its live
+preview and held-out PSNR), render it through the active camera. The mesh and texture tools
+add their own sub-panels with ``bl_parent_id = "RECON_PT_fields"``."""
+
+import bpy
+
+from ..addon import fields
+from ..addon.jobs import manager
+from .base import SidebarPanel
+
+
+class RECON_PT_fields(SidebarPanel, bpy.types.Panel):
+    bl_idname = "RECON_PT_fields"
+    bl_label = "Fields and Meshes"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.recon_fields
+        collection = fields.reconstruction_collection(context)
+        if collection is None:
+            layout.label(text="Make a reconstruction's collection active", icon="INFO")
+        else:
+            layout.label(text=collection.name, icon="OUTLINER_COLLECTION")
+
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        for name in fields.SETTING_NAMES:
+            col.prop(settings, name)
+        training = next((job for job in reversed(manager().active_jobs()) if job.kind == "nerf"), None)
+        if training is None:
+            row = layout.row()
+            row.enabled = collection is not None
+            stopped = collection is not None and fields.stopped_checkpoint(collection) is not None
+            row.operator("recon.train_field", text="Continue Training" if stopped else "Train Field",
+                         icon="OUTLINER_OB_LIGHTPROBE")
+        else:
+            box = layout.box()
+            row = box.row()
+            row.progress(factor=training.fraction, type="BAR", text=f"{training.stage} {100 * training.fraction:.0f}%")
+            row.operator("recon.cancel_job", text="", icon="CANCEL").job = training.id
+            if training.message:
+                box.label(text=training.message)
+
+        preview = bpy.data.images.get(fields.PREVIEW_IMAGE)
+        if preview is not None and preview.preview is not None and (training is not None or collection is not None):
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
+
+        folder = fields.field_folder(collection) if collection is not None else None
+        if folder is None:
+            return
+        box = layout.box()
+        box.label(text=fields.field_summary(folder) or "Field", icon="CHECKMARK")
+        row = box.row(align=True)
+        row.prop(settings, "animation", toggle=True)
+        row.prop(settings, "transparent", toggle=True)
+        box.operator("recon.render_field", icon="RENDER_STILL")
