@@ -204,6 +204,58 @@ def set_body_shape(body_object: bpy.types.Object, **values: float) -> bpy.types.
     return finish()
 
 
+def submit_train_splats(
+    collection: bpy.types.Collection | None = None,
+    cameras: Iterable[bpy.types.Object] | None = None,
+    **settings,
+) -> tuple[Job, Callable[[], bpy.types.Object]]:
+    """Start training Gaussian splats on ``cameras`` (camera objects with their photos as
+    background images), else on the cameras and points of ``collection`` (a 'Recon ...'
+    collection; default: the active one). ``settings``: any of ``preset`` ("fast",
+    "default", "quality"), ``max_minutes, iterations, resolution_scale, sh_degree,
+    max_gaussians, background, hold_out_every``. The finish function returns the splat
+    object, in the collection, lined up with the cameras; on cancel it raises
+    :class:`ReconJobError`, and :func:`import_job_splats` imports the last state."""
+    from . import splat_train
+
+    unknown = sorted(set(settings) - set(splat_train.SETTING_NAMES))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; valid: {list(splat_train.SETTING_NAMES)}")
+    defaults = {name: prop.keywords["default"] for name, prop in splat_train.settings_properties().items()}
+    source = "COLLECTION" if collection is not None and cameras is None else "AUTO"
+    job = _submit(lambda: splat_train.prepare(bpy.context, {**defaults, **settings}, collection=collection,
+                                              cameras=list(cameras) if cameras is not None else None, source=source))
+    refresh = splat_train.preview_refresher()
+
+    def finish():
+        job.wait(on_progress=refresh)
+        if job.status == "succeeded":
+            return splat_train.import_job_splats(job, bpy.context.scene)
+        if job.status == "cancelled":
+            kept = splat_train.splats_path(job)
+            also = f"; its last state is kept in {kept} (api.import_job_splats(job) imports it)" if kept else ""
+            raise ReconJobError(f"The job was cancelled; the scene is unchanged{also} (log: {job.log_path}).", job)
+        raise ReconJobError(job.error_text(), job)
+
+    return job, finish
+
+
+def train_splats(collection: bpy.types.Collection | None = None, cameras: Iterable[bpy.types.Object] | None = None,
+                 **settings) -> bpy.types.Object:
+    """Train Gaussian splats on a reconstruction's cameras (see :func:`submit_train_splats`)
+    and return the splat object."""
+    _job, finish = submit_train_splats(collection, cameras, **settings)
+    return finish()
+
+
+def import_job_splats(job: Job) -> bpy.types.Object:
+    """Import the splats a splat job wrote (the last state of a cancelled one) into the
+    collection it trained on; raises ValueError when it wrote none."""
+    from . import splat_train
+
+    return splat_train.import_job_splats(job, bpy.context.scene)
+
+
 def submit_train_field(collection: bpy.types.Collection | None = None, resume: bool = True,
                        **settings) -> tuple[Job, Callable[[], Path]]:
     """Start training a radiance field on the cameras, photos and points of ``collection`` (a

@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import body, deform, fields, photo_inputs, reconstruction, sfm
+from . import body, deform, fields, photo_inputs, reconstruction, sfm, splat_train
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -28,6 +28,10 @@ class RECON_PG_body_settings(bpy.types.PropertyGroup):
     __annotations__ = body.settings_properties()
 
 
+class RECON_PG_splat_settings(bpy.types.PropertyGroup):
+    __annotations__ = splat_train.settings_properties()
+
+
 class RECON_PG_field_settings(bpy.types.PropertyGroup):
     __annotations__ = {**fields.settings_properties(), **fields.render_properties()}
 
@@ -36,6 +40,7 @@ _groups = (
     ("recon_deform", RECON_PG_deform_settings),
     ("recon_sfm", RECON_PG_sfm_settings),
     ("recon_body", RECON_PG_body_settings),
+    ("recon_splat", RECON_PG_splat_settings),
     ("recon_fields", RECON_PG_field_settings),
 )
 

@@ -13,8 +13,10 @@ from .splats import (
     RECON_OT_crop_splats,
     RECON_OT_delete_splats,
     RECON_OT_export_splats,
+    RECON_OT_import_job_splats,
     RECON_OT_import_splats,
     RECON_OT_setup_splat_render,
+    RECON_OT_train_splats,
 )
 
 classes = (
@@ -27,6 +29,8 @@ classes = (
     RECON_OT_crop_splats,
     RECON_OT_delete_splats,
     RECON_OT_setup_splat_render,
+    RECON_OT_train_splats,
+    RECON_OT_import_job_splats,
     RECON_OT_train_field,
     RECON_OT_render_field,
     RECON_OT_fit_body,

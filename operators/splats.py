@@ -1,14 +1,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Gaussian splats: ``recon.import_splats`` (any 3DGS .ply), ``recon.export_splats`` (the
 active splat object back to .ply), ``recon.crop_splats`` (to a box), ``recon.delete_splats``
-(the selected Gaussians) and ``recon.setup_splat_render``. All run in Blender; no backend job."""
+(the selected Gaussians) and ``recon.setup_splat_render`` run in Blender; ``recon.train_splats`` runs
+the backend's ``splat`` job on a reconstruction's cameras, and ``recon.import_job_splats`` brings in
+the last state of a cancelled one."""
 
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from ..addon import splat_io, splats
+from ..addon import splat_io, splat_train, splats
+from ..addon.jobs import manager
+from .modal import SUBMIT_ERRORS, BackendJobOperator
 
 DISPLAY_BLENDING_DESCRIPTION = (
     "Blend the splats' display colours as the 3DGS rasteriser does: its exact look, rendered with the Raw view "
@@ -235,4 +239,125 @@ class RECON_OT_setup_splat_render(bpy.types.Operator):
         blending = splats.is_splat_object(obj) and splats.display_blending(obj)
         changes = splats.render_settings(context.scene, blending)
         self.report({"INFO"}, f"Set {', '.join(changes)}" if changes else "The scene was already set up for splats")
+        return {"FINISHED"}
+
+
+class RECON_OT_train_splats(BackendJobOperator, bpy.types.Operator):
+    """Train Gaussian splats on the photos of the active reconstruction (a 'Recon' collection of
+    cameras with their photos and the solved points) or of the selected cameras; the splats come
+    in lined up with the cameras. Esc stops training and keeps its last state for import"""
+
+    bl_idname = "recon.train_splats"
+    bl_label = "Train Splats"
+    bl_options = {"REGISTER", "UNDO"}
+
+    source: EnumProperty(
+        name="Cameras", default="AUTO",
+        items=[("AUTO", "Automatic", "The selected cameras when two or more are, else the active collection's"),
+               ("COLLECTION", "Collection", "The cameras of the active collection (or of the active object's)"),
+               ("SELECTED", "Selected", "The selected cameras")],
+    )
+    collection: StringProperty(name="Collection", description="Train on this collection's cameras and points "
+                               "(empty: the active one)")
+    __annotations__.update(splat_train.settings_properties())  # noqa: F821 - the class body's annotations
+
+    @classmethod
+    def poll(cls, context):
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode first")
+            return False
+        return True
+
+    _last_preview = 0.0
+
+    def invoke(self, context, event):
+        self.take_scene_settings(context.scene.recon_splat, splat_train.SETTING_NAMES)
+        return self.start_modal(context)
+
+    def submit(self, context):
+        collection = None
+        if self.collection:
+            collection = bpy.data.collections.get(self.collection)
+            if collection is None:
+                raise ValueError(f"There is no collection '{self.collection}'")
+        config = {name: getattr(self, name) for name in splat_train.SETTING_NAMES}
+        job = splat_train.prepare(context, config, collection=collection,
+                                  source="COLLECTION" if collection is not None else self.source)
+        return manager().submit(job)
+
+    def execute(self, context):  # from a script: block, keeping the preview image fresh
+        try:
+            job = self.submit(context)
+        except SUBMIT_ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job.wait(on_progress=splat_train.preview_refresher())
+        return self._conclude(context, job)
+
+    def modal(self, context, event):
+        if event.type == "TIMER" and self._job is not None:
+            import time
+
+            now = time.monotonic()
+            if now - self._last_preview >= splat_train.PREVIEW_SECONDS or not self._job.active:
+                self._last_preview = now
+                splat_train.refresh_preview(self._job)
+        return super().modal(context, event)
+
+    def finish(self, context, job):
+        splat_train.refresh_preview(job)
+        obj = splat_train.import_job_splats(job, context.scene)
+        _select_only(context, obj)
+        changes = splats.render_settings(context.scene, False)
+        summary = job.summary
+        psnr = summary.get("psnr_held_out")
+        quality = f", held-out PSNR {psnr:.2f} dB" if psnr is not None else ""
+        message = (f"Trained {summary.get('gaussians', 0):,} Gaussians in {summary.get('iterations', 0)} iterations "
+                   f"({summary.get('train_seconds', 0.0):.0f} s{quality}) into '{obj.users_collection[0].name}'")
+        self.report({"INFO"}, f"{message}; set {', '.join(changes)}" if changes else message)
+
+    def _conclude(self, context, job):
+        if job.status == "cancelled" and splat_train.splats_path(job) is not None:
+            splat_train.refresh_preview(job)
+            iteration = splat_train.iteration_of(job)
+            at = f" at iteration {iteration}" if iteration is not None else ""
+            self.report({"WARNING"}, f"Training cancelled{at}; the scene is unchanged. Its last state is kept: "
+                        f"'Import Last State' in the Gaussian Splats panel brings it in "
+                        f"(or import {splat_train.splats_path(job)})")
+            return {"CANCELLED"}
+        return super()._conclude(context, job)
+
+
+class RECON_OT_import_job_splats(bpy.types.Operator):
+    """Import the splats a splat job left: the last state of a cancelled training, into the
+    collection it trained on"""
+
+    bl_idname = "recon.import_job_splats"
+    bl_label = "Import Last State"
+    bl_options = {"REGISTER", "UNDO"}
+
+    job: StringProperty(name="Job", description="The splat job's id (empty: the latest cancelled one)")
+
+    @classmethod
+    def poll(cls, context):
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode first")
+            return False
+        return True
+
+    def execute(self, context):
+        job = splat_train.find_job(self.job)
+        if job is None or job.kind != "splat":
+            self.report({"ERROR"}, "No cancelled splat training has a state to import")
+            return {"CANCELLED"}
+        try:
+            obj = splat_train.import_job_splats(job, context.scene)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        _select_only(context, obj)
+        splats.render_settings(context.scene, False)
+        iteration = splat_train.iteration_of(job)
+        at = f" (iteration {iteration})" if iteration is not None else ""
+        self.report({"INFO"}, f"Imported {len(obj.data.points):,} Gaussians{at} as '{obj.name}'")
         return {"FINISHED"}

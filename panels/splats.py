@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 import bpy
 
-from ..addon import splats
+from ..addon import splat_train, splats
+from ..addon.jobs import manager
 from .base import SidebarPanel
 
 
@@ -11,6 +12,7 @@ class RECON_PT_splats(SidebarPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        self.draw_training(context, layout)
         row = layout.row(align=True)
         row.operator("recon.import_splats", text="Import...", icon="IMPORT")
         row.operator("recon.export_splats", text="Export...", icon="EXPORT")
@@ -33,3 +35,31 @@ class RECON_PT_splats(SidebarPanel, bpy.types.Panel):
         col = layout.column(align=True)
         col.operator("recon.crop_splats", icon="SELECT_INTERSECT")
         col.operator("recon.delete_splats", icon="TRASH")
+
+    @staticmethod
+    def draw_training(context, layout) -> None:
+        """Train from the active reconstruction, the running job's preview, the last state of a cancelled one."""
+        box = layout.box()
+        settings = getattr(context.scene, "recon_splat", None)
+        if settings is not None:
+            col = box.column(align=True)
+            col.use_property_split = True
+            col.use_property_decorate = False
+            col.prop(settings, "preset")
+            col.prop(settings, "max_minutes")
+            col.prop(settings, "resolution_scale")
+            col.prop(settings, "sh_degree")
+            col.prop(settings, "max_gaussians")
+        job = manager().latest("splat")
+        box.operator("recon.train_splats", icon="SHADERFX")
+        if job is not None and job.active:
+            box.label(text=job.message or job.status)
+            box.operator("recon.cancel_job", text="Stop Training", icon="CANCEL").job = job.id
+        image = bpy.data.images.get(splat_train.PREVIEW_IMAGE)
+        if job is not None and image is not None and image.preview is not None:
+            box.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+        last = splat_train.last_state_job()
+        if last is not None:
+            iteration = splat_train.iteration_of(last)
+            text = f"Import Last State (iteration {iteration})" if iteration is not None else "Import Last State"
+            box.operator("recon.import_job_splats", text=text, icon="IMPORT").job = last.id
