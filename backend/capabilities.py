@@ -49,4 +49,15 @@ def capabilities(deep: bool = True) -> dict:
         if cuda:
             caps["cuda_device"] = torch.cuda.get_device_name(0)
     caps["packages"] = {name: _probe(name, deep) for name in OPTIONAL}
+    caps["splat_rasterizer"] = splat_rasterizer(caps, deep)
     return caps
+
+
+def splat_rasterizer(caps: dict, deep: bool) -> str:
+    """What the splat jobs rasterize with by default: gsplat on CUDA, else our numba kernels
+    on the CPU, else our PyTorch rasterizer (see ``backend.splat.rasterize.resolve_backend``)."""
+    if caps.get("cuda") and caps["packages"].get("gsplat", {}).get("available"):
+        return "gsplat"
+    if not caps.get("torch", {}).get("available"):
+        return "none"
+    return "numba" if _probe("numba", deep)["available"] else "torch"

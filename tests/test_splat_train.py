@@ -271,3 +271,12 @@ def test_undistort_looks_up_where_the_lens_model_puts_each_pixel():
     r = 1 - 0.2 * (u * u + v * v)
     expected = torch.tensor([(70 * u * r + 40) / w, (70 * v * r + 30) / h])
     assert torch.allclose(out[y, x, :2], expected, atol=2e-3)
+
+
+def test_capabilities_name_the_splat_rasterizer():
+    from backend.capabilities import capabilities
+    from backend.splat.rasterize import resolve_backend
+
+    caps = capabilities(deep=False)
+    expected = resolve_backend("auto", torch.device("cuda" if caps["splat_rasterizer"] == "gsplat" else "cpu"))
+    assert caps["splat_rasterizer"] == expected
