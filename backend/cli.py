@@ -38,6 +38,7 @@ JOB_COMMANDS = (
     ("body_shape", "a fitted body (body.npz) with new shape parameters, in the same pose"),
     ("nerf", "train a radiance field (Instant-NGP hash grid, or the original NeRF) from posed photos"),
     ("render-nerf", "render a trained radiance field from cameras into PNGs"),
+    ("texture", "a mesh with a UV atlas and a texture baked from posed photos"),
 )
 
 

@@ -22,6 +22,7 @@ KINDS = {
     "body_shape": "backend.jobs.body_shape",
     "nerf": "backend.jobs.nerf",
     "render-nerf": "backend.jobs.render_nerf",
+    "texture": "backend.jobs.texture",
 }
 
 
