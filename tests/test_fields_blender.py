@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Radiance fields in headless Blender, through the real backend: ``recon.train_field`` on an
-imported (and aligned) reconstruction, and ``recon.render_field`` from Blender cameras. The
+imported (and aligned) reconstruction (stopped, then continued from its checkpoint), and
+``recon.render_field`` from Blender cameras. The
 field rendered through a Blender camera must match the backend's own render of the same
 original camera (the camera conversion and the alignment are exact), for one frame and for
 a frame range of an animated camera; bad input is named and changes nothing."""
@@ -61,11 +62,19 @@ def trained(blender, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("field")
     transforms = sphere_scene(tmp / "scene", views=8, size=24)
     collection = api.import_reconstruction(transforms, align=True, known_distance=2.0)
-    folder = api.train_field(collection, **TINY)
+    # Esc (a cancel) after a few steps keeps the checkpoint; the next training continues it
+    stopped, finish = api.submit_train_field(collection, **{**TINY, "iterations": 1_000_000})
+    stopped.wait(on_progress=lambda job: job.cancel() if (job.metrics.get("step") or 0) >= 5 else None)
+    with pytest.raises(api.ReconJobError, match="cancelled"):
+        finish()
+    assert stopped.status == "cancelled" and "recon_field" not in collection
+    job, finish = api.submit_train_field(collection, **TINY)
+    folder = finish()
     reference = tmp / "reference"
     proc = run_backend("render-nerf", "--field", str(folder), "--cameras", str(transforms), "--out", str(reference))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"api": api, "collection": collection, "folder": folder, "scene": tmp / "scene", "reference": reference}
+    return {"api": api, "collection": collection, "folder": folder, "scene": tmp / "scene", "reference": reference,
+            "stopped": stopped, "job": job}
 
 
 def camera_named(collection, stem: str):
@@ -80,6 +89,10 @@ def test_train_field_remembers_the_field_and_shows_its_preview(trained):
     assert collection["recon_field"] == str(folder)
     meta = json.loads((folder / "field.json").read_text())
     assert meta["training"]["steps"] == TINY["iterations"]
+    # it went on from the stopped training's checkpoint
+    stopped, job = trained["stopped"], trained["job"]
+    assert job.inputs["resume_from"] == str(stopped.dir)
+    assert 5 <= TINY["iterations"] - job.summary["steps_this_run"] < TINY["iterations"]
     preview = bpy.data.images["Recon Field Preview"]  # the job's last preview.png, shown in the panel
     assert tuple(preview.size) == (24, 24)
     assert psnr(image_rgb(preview), png(folder / "preview.png")) > 50
