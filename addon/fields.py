@@ -33,6 +33,7 @@ FIELD_PROPERTY = "recon_field"
 PREVIEW_IMAGE = "Recon Field Preview"
 RENDER_IMAGE = "Recon Field Render"
 FIELD_JSON = "field.json"
+FEW_VIEWS = 20  # fewer training views than this: warn (the nerf job's MIN_VIEWS)
 
 FIELD_ITEMS = [
     ("hashgrid", "Hash Grid", "Instant-NGP's multiresolution hash grid with small MLPs: minutes on a CPU"),

@@ -64,8 +64,13 @@ class RECON_OT_train_field(BackendJobOperator, bpy.types.Operator):
         summary = job.summary
         psnr = summary.get("holdout_psnr")
         quality = f", held-out PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float)) else ""
-        self.report({"INFO"}, f"Trained a field on {summary.get('train_views', '?')} photos of '{collection.name}' "
-                              f"({summary.get('steps', '?')} steps{quality})")
+        views = int(summary.get("train_views") or 0)
+        message = f"Trained a field on {views} photos of '{collection.name}' ({summary.get('steps', '?')} steps{quality})"
+        if views < fields.FEW_VIEWS:
+            self.report({"WARNING"}, f"{message}; with fewer than {fields.FEW_VIEWS} photos expect blur and floaters "
+                                     "where no photo looks: 50 to 100 photos all around the subject work best")
+        else:
+            self.report({"INFO"}, message)
 
     def _conclude(self, context, job):
         if job.status == "cancelled" and (job.dir / fields.FIELD_JSON).is_file():

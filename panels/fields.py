@@ -32,9 +32,11 @@ class RECON_PT_fields(SidebarPanel, bpy.types.Panel):
         if training is None:
             row = layout.row()
             row.enabled = collection is not None
-            stopped = collection is not None and fields.stopped_checkpoint(collection) is not None
-            row.operator("recon.train_field", text="Continue Training" if stopped else "Train Field",
-                         icon="OUTLINER_OB_LIGHTPROBE")
+            if collection is not None and fields.stopped_checkpoint(collection) is not None:
+                row.operator("recon.train_field", text="Continue Training", icon="PLAY").resume = True
+                row.operator("recon.train_field", text="Start Over", icon="FILE_REFRESH").resume = False
+            else:
+                row.operator("recon.train_field", icon="OUTLINER_OB_LIGHTPROBE")
         else:
             box = layout.box()
             row = box.row()
