@@ -14,6 +14,11 @@ photo beside the fitted body drawn over it, through the camera the fit placed.
 
     from tools.demo_body import fit_body
     armature = fit_body(bpy.context.scene, out)  # or fit_body(scene, out, Path("me.jpg"))
+
+The backend reads ``RECON_CACHE_DIR`` (where Anny's built data is kept: this checkout's
+``.venv/recon-cache``, which ``make test`` fills) when it starts: a caller that runs other
+jobs first should set it before them, or the first body fit builds the data again (about
+3 minutes) in the job folder's ``cache``.
 """
 
 from __future__ import annotations

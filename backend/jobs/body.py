@@ -54,9 +54,11 @@ unless noted; strings as numpy unicode arrays):
 - ``joints`` [J, 3]: posed bone heads in the world.
 - ``keypoint_names`` [17] (COCO-17 order), ``keypoints_3d`` [17, 3] the fitted model's
   keypoints in the world, ``keypoints_2d`` [P, 17, 2] those keypoints projected into each
-  photo (pixels), ``keypoints_input`` [P, 17, 3] the keypoints fitted (x, y, confidence).
+  photo (pixels, through the lens distortion where the camera has one), ``keypoints_input``
+  [P, 17, 3] the keypoints fitted (x, y in the photo's pixels, confidence).
 - ``photo_names`` [P], ``K`` [P, 3, 3] and ``w2c`` [P, 4, 4] float64 (OpenCV camera axes, world
-  to camera) as fitted, ``width``, ``height`` [P] int32, ``fit_error_px`` [P] (median
+  to camera; ``K`` the pinhole part of a distorted camera) as fitted, ``width``, ``height`` [P]
+  int32, ``fit_error_px`` [P] (median
   distance between fitted and input keypoints).
 - For editing the shape later without the model: ``shape_lo``, ``shape_hi`` [S] (the valid
   range), ``shape_deltas_vertices`` [S, V, 3], ``shape_deltas_heads`` and
