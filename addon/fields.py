@@ -202,9 +202,10 @@ def prepare_train(context, collection: bpy.types.Collection | None, config: dict
 
 def finish_train(job: Job, collection: bpy.types.Collection) -> Path:
     """Remember the trained field on its collection; returns the field's folder."""
-    collection[FIELD_PROPERTY] = str(job.dir.resolve())
+    folder = job.dir.resolve()
+    collection[FIELD_PROPERTY] = str(folder)
     update_preview(job)
-    return job.dir
+    return folder
 
 
 _PREVIEW_MTIMES: dict[str, float] = {}
