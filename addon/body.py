@@ -31,7 +31,7 @@ import bpy
 import numpy as np
 
 from ..backend.protocol import write_bytes_atomic
-from . import converters, photo_inputs, settings
+from . import converters, photo_inputs, scene_export, settings
 from .jobs import Job, manager
 
 MODEL_ITEMS = [
@@ -175,6 +175,7 @@ def prepare(
         if cameras:
             arrays = converters.camera_arrays_from_objects([obj for obj, _ in pairs], context.scene)
             arrays["names"] = np.array([file_names[image.name] for _, image in pairs])
+            arrays["distortion"] = scene_export.distortion_columns(arrays["model"], arrays["params"])  # lens kept
             _write_npz(job.dir / "inputs" / "cameras.npz", **arrays)
             job.inputs["cameras"] = str(job.dir / "inputs" / "cameras.npz")
     elif photo_path:

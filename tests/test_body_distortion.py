@@ -107,3 +107,34 @@ def test_the_person_mask_is_undistorted_with_the_keypoints():
     mask = undistort_mask(photo_mask, K, 640, 480, lens) > 0.5
     iou = (truth & mask).sum() / (truth | mask).sum()
     assert raw_iou < 0.9 and iou > 0.98, (raw_iou, iou)
+
+
+@pytest.mark.blender
+def test_selected_cameras_send_their_lens_distortion_to_the_fit(empty_scene, blender, tmp_path):
+    """Cameras as Solve Cameras leaves them (the lens model and its distortion kept on the
+    camera): the body job gets their distortion in its cameras.npz, so their photos'
+    keypoints are undistorted."""
+    import bpy
+
+    from tests.test_blender import ext, select_only
+
+    body_mod = ext(blender, "addon.body")
+    converters = ext(blender, "addon.converters")
+    names = ["front.png", "side.png"]
+    for name in names:
+        write_png(tmp_path / name, np.full((480, 640, 3), 90))
+    k = LENSES["OPENCV"]
+    params = np.full((2, 8), np.nan)
+    params[0, :4] = [K[0, 0], K[0, 2], K[1, 2], -0.05]  # SIMPLE_RADIAL: f cx cy k
+    params[1] = [K[0, 0], K[1, 1], K[0, 2], K[1, 2], *k]  # OPENCV: fx fy cx cy k1 k2 p1 p2
+    w2c = np.stack([_camera(0.3, 3.2), _camera(1.5, 3.2)])
+    cameras = {"names": np.array(names), "K": np.stack([K, K]), "w2c": w2c, "width": np.array([640, 640]),
+               "height": np.array([480, 480]), "model": np.array(["SIMPLE_RADIAL", "OPENCV"]), "params": params}
+    objects = converters.camera_objects(cameras, empty_scene.collection, empty_scene, str(tmp_path))
+    select_only(*objects)
+    job = body_mod.prepare(bpy.context, {"iterations": 8}, cameras=body_mod.selected_cameras(bpy.context))
+    with np.load(job.inputs["cameras"]) as written:
+        rows = [written["names"].tolist().index(name) for name in names]
+        assert written["model"][rows].tolist() == ["SIMPLE_RADIAL", "OPENCV"]
+        np.testing.assert_allclose(written["distortion"][rows[0], :1], [-0.05])
+        np.testing.assert_allclose(written["distortion"][rows[1], :4], k)
