@@ -306,3 +306,32 @@ def render_field(camera: bpy.types.Object | None = None, collection: bpy.types.C
     """Render a trained field through a Blender camera (see :func:`submit_render_field`)."""
     _job, finish = submit_render_field(camera, collection, frame_start, frame_end, transparent)
     return finish()
+
+
+def submit_bake_texture(mesh: bpy.types.Object, collection: bpy.types.Collection | None = None,
+                        cameras: Iterable[bpy.types.Object] | None = None,
+                        **settings) -> tuple[Job, Callable[[], bpy.types.Object]]:
+    """Start baking a texture onto ``mesh`` from the photos of ``cameras`` (camera objects
+    showing their photos), else of ``collection``'s cameras (default: the selected cameras
+    with photos, or the mesh's or the active reconstruction). ``settings``: any of
+    ``texture_size`` (512 ... 8192), ``max_faces``, ``views``, ``use_field`` (colour what no
+    photo sees from the collection's trained field). The finish function returns the new
+    textured object, lined up with ``mesh``."""
+    from . import textures
+
+    unknown = sorted(set(settings) - set(textures.SETTING_NAMES))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; valid: {list(textures.SETTING_NAMES)}")
+    defaults = {name: prop.keywords["default"] for name, prop in textures.settings_properties().items()}
+    values = {**defaults, **settings}
+    job = _submit(lambda: textures.prepare(bpy.context, mesh, values, collection.name if collection is not None else "",
+                                           list(cameras) if cameras is not None else None))
+    return job, _finisher(job, lambda: textures.import_result(job, bpy.context.scene))
+
+
+def bake_texture(mesh: bpy.types.Object, collection: bpy.types.Collection | None = None,
+                 cameras: Iterable[bpy.types.Object] | None = None, **settings) -> bpy.types.Object:
+    """Bake a texture onto ``mesh`` from the reconstruction's photos (see
+    :func:`submit_bake_texture`) and return the textured object."""
+    _job, finish = submit_bake_texture(mesh, collection, cameras, **settings)
+    return finish()

@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import body, deform, fields, photo_inputs, reconstruction, sfm, splat_train
+from . import body, deform, fields, photo_inputs, reconstruction, sfm, splat_train, textures
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -36,12 +36,17 @@ class RECON_PG_field_settings(bpy.types.PropertyGroup):
     __annotations__ = {**fields.settings_properties(), **fields.render_properties()}
 
 
+class RECON_PG_texture_settings(bpy.types.PropertyGroup):
+    __annotations__ = textures.settings_properties()
+
+
 _groups = (
     ("recon_deform", RECON_PG_deform_settings),
     ("recon_sfm", RECON_PG_sfm_settings),
     ("recon_body", RECON_PG_body_settings),
     ("recon_splat", RECON_PG_splat_settings),
     ("recon_fields", RECON_PG_field_settings),
+    ("recon_textures", RECON_PG_texture_settings),
 )
 
 

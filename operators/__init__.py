@@ -18,6 +18,7 @@ from .splats import (
     RECON_OT_setup_splat_render,
     RECON_OT_train_splats,
 )
+from .textures import RECON_OT_bake_texture
 
 classes = (
     RECON_OT_fit_mesh_to_points,
@@ -33,6 +34,7 @@ classes = (
     RECON_OT_import_job_splats,
     RECON_OT_train_field,
     RECON_OT_render_field,
+    RECON_OT_bake_texture,
     RECON_OT_fit_body,
     RECON_OT_set_body_shape,
     RECON_OT_cancel_job,
