@@ -117,6 +117,13 @@ def test_render_from_a_blender_camera_matches_the_backend_render(trained):
     assert psnr(blender_view, backend_view) > 40.0  # the same rays, up to float rounding
     photo = photo_on_white(trained["scene"] / "train" / "r_3.png")
     assert abs(psnr(blender_view, photo) - psnr(backend_view, photo)) < 0.5
+    # transparent: the field's opacity as alpha, for compositing (the sphere in the middle, nothing in the corner)
+    image = api.render_field(camera, transparent=True)
+    w, h = image.size
+    rgba = np.empty(w * h * 4, np.float32)
+    image.pixels.foreach_get(rgba)
+    alpha = rgba.reshape(h, w, 4)[..., 3]
+    assert alpha[h // 2, w // 2] > alpha[0, 0] + 0.25
 
 
 def test_render_a_frame_range_of_an_animated_camera(trained):
