@@ -291,6 +291,9 @@ def import_job_splats(job: Job, scene: bpy.types.Scene) -> bpy.types.Object:
     label = collection.name.removeprefix("Recon ") if collection is not scene.collection else job.title
     obj = splats.import_splats(path, collection, name=f"{label} splats")
     obj["recon_job"] = job.id
+    background = (job.summary or {}).get("settings", {}).get("background") or job.config.get("background")
+    if background in ("white", "black"):  # what the splats were trained in front of (auto resolved)
+        obj["recon_background"] = background
     _IMPORTED.add(job.id)
     return obj
 
