@@ -39,6 +39,7 @@ JOB_COMMANDS = (
     ("nerf", "train a radiance field (Instant-NGP hash grid, or the original NeRF) from posed photos"),
     ("render-nerf", "render a trained radiance field from cameras into PNGs"),
     ("texture", "a mesh with a UV atlas and a texture baked from posed photos"),
+    ("mesh", "a mesh (vertex colours) from a trained radiance field or Gaussian splats"),
 )
 
 

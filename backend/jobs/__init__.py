@@ -23,6 +23,7 @@ KINDS = {
     "nerf": "backend.jobs.nerf",
     "render-nerf": "backend.jobs.render_nerf",
     "texture": "backend.jobs.texture",
+    "mesh": "backend.jobs.mesh",
 }
 
 

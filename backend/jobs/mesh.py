@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Job ``mesh``: a triangle mesh from a trained radiance field or from Gaussian splats.
+
+``--field`` is a ``nerf`` job folder (its density), or splats: a 3DGS ``.ply`` or a
+``splat`` job folder holding ``splats.ply`` (opacity times each Gaussian's kernel). The
+density is sampled on a dense grid (``--resolution`` cells along the longest side of the
+region: the field's box, or its inner cube for an unbounded scene, cut to the occupancy
+grid's occupied cells; for splats, around the Gaussians), in slabs, with progress and
+cancel. Its level set at ``--threshold`` (0: ln 2 / spacing for a field, the density at
+which one grid spacing is half opaque; for splats, half the median density at the opaque
+Gaussians' centres) is extracted by marching cubes after
+the hollow inside of closed shells is filled; connected components with less area than
+``--min-component`` of the largest are dropped (floaters), and ``--max-faces`` > 0
+decimates by vertex clustering. Vertex colours come from the field (seen along the inward
+normal) or the splats' base colours.
+
+Writes ``mesh.ply`` (binary: float32 x y z, uchar red green blue, int32 faces) and
+``mesh.npz`` (``vertices`` float32 [V, 3], ``faces`` int32 [F, 3], ``colors`` uint8
+[V, 3]), in the scene's world frame (the frame of the field's or splats' cameras).
+``--mode sdf`` (a Neuralangelo-style SDF fit) is not built yet: only ``density``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import option, path_input
+from ..errors import InputError
+from .runner import JobContext
+
+KIND = "mesh"
+
+
+@dataclass(frozen=True)
+class Config:
+    """How to extract the mesh."""
+
+    threshold: float = option(0.0, "Density of the surface (0: automatic: ln 2 / grid spacing for a field, the "
+                              "density that makes one grid cell half opaque; for splats, half the median density at the opaque "
+                              "Gaussians' centres)", minimum=0.0)
+    resolution: int = option(256, "Grid cells along the longest side of the sampled region", minimum=8)
+    max_faces: int = option(0, "Decimate to at most this many faces (0: keep all)", minimum=0)
+    min_component: float = option(0.05, "Drop pieces with less area than this fraction of the largest piece "
+                                  "(floaters)", minimum=0.0)
+    max_components: int = option(0, "Keep at most this many pieces, largest first (0: all above --min-component)",
+                                 minimum=0)
+    fill_cavities: bool = option(True, "Fill hollow insides of closed shells, so that only the outer surface is kept")
+    colors: bool = option(True, "Vertex colours from the field or the splats")
+    mode: str = option("density", "Surface of: the density level set (an SDF mode is not available yet)",
+                       ("density",))
+    device: str = option("auto", "Compute device", ("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    field: str = path_input("a trained field (a 'nerf' job folder), or splats: a 3DGS .ply or a 'splat' job folder")
+
+
+def write_colored_mesh_ply(path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> None:
+    """Binary little-endian PLY: float32 x y z (+ uchar red green blue), int32 triangles, in bulk."""
+    from ..protocol import write_bytes_atomic
+
+    vertex_type = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        vertex_type += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    table = np.empty(len(vertices), dtype=vertex_type)
+    for axis, name in enumerate("xyz"):
+        table[name] = vertices[:, axis]
+    if colors is not None:
+        for channel, name in enumerate(("red", "green", "blue")):
+            table[name] = colors[:, channel]
+    face = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    face["n"], face["i"] = 3, faces
+    props = "property float x\nproperty float y\nproperty float z\n"
+    if colors is not None:
+        props += "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+    header = (f"ply\nformat binary_little_endian 1.0\ncomment written by Recon\nelement vertex {len(table)}\n{props}"
+              f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    write_bytes_atomic(path, header.encode("ascii") + table.tobytes() + face.tobytes())
+
+
+def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
+    from ..geometry.io import write_mesh_npz
+    from ..mesh.extract import Grid, decimate, extract, sample_grid, vertex_normals
+    from ..mesh.sources import FieldSource, SplatSource, resolve_source
+    from .deform import resolve_device
+
+    if not inputs.field:
+        raise InputError("No field or splats were given.",
+                         "Pass --field with a 'nerf' job folder, a 3DGS splats .ply or a 'splat' job folder.")
+    kind, path = resolve_source(inputs.field)
+    ctx.progress("load", 0, 1, f"reading the {'field' if kind == 'field' else 'splats'}")
+    if kind == "field":
+        device = resolve_device(config.device)
+        source = FieldSource(path, device)
+        trained = int(source.field.info.get("train_views", 0) or 0)
+        from ..nerf.train import MIN_VIEWS
+
+        if 0 < trained < MIN_VIEWS:
+            ctx.log("warning", f"this field was trained on only {trained} view(s): expect a rough surface and floaters")
+    else:
+        device = "cpu"
+        source = SplatSource(path)
+    lo, hi = source.bounds()
+    grid = Grid.around(lo, hi, config.resolution)
+    ctx.progress("load", 1, 1, f"grid {grid.shape[0]} x {grid.shape[1]} x {grid.shape[2]}, spacing {grid.spacing:.4g}")
+
+    def sampled(done: int, total: int) -> None:
+        ctx.progress("sample", done, total, "evaluating the density")
+
+    ctx.check_cancelled()
+    color_sums = None
+    if kind == "field":
+        values = sample_grid(source.density, grid, progress=sampled, check_cancelled=ctx.check_cancelled)
+    else:
+        values, color_sums = source.accumulate(grid, progress=sampled, check_cancelled=ctx.check_cancelled)
+    ctx.check_cancelled()
+    level = float(config.threshold) or source.default_level(grid, values)
+    ctx.progress("surface", 0, 1, f"marching cubes at density {level:.4g}")
+    raw = values.copy() if color_sums is not None and config.colors else None
+    result = extract(values, grid, level, source.what, fill=config.fill_cavities,
+                     min_fraction=config.min_component, max_components=config.max_components)
+    vertices, faces = result.vertices, result.faces
+    del values
+    ctx.progress("surface", 1, 1, f"{len(faces)} faces in {result.stats['kept']} piece(s) "
+                                  f"({result.stats['components'] - result.stats['kept']} dropped)")
+    ctx.check_cancelled()
+    colors = None
+    if config.colors:
+        ctx.progress("colour", 0, 1, "vertex colours")
+        if kind == "field":
+            colors = source.colors(vertices, vertex_normals(vertices, faces), grid.spacing)
+        else:
+            colors = source.colors(vertices, raw, color_sums, grid)
+        ctx.progress("colour", 1, 1, "vertex colours")
+    if config.max_faces and len(faces) > config.max_faces:
+        ctx.check_cancelled()
+        ctx.progress("decimate", 0, 1, f"{len(faces)} faces to at most {config.max_faces}")
+        vertices, faces, colors = decimate(vertices, faces, config.max_faces, colors)
+        ctx.progress("decimate", 1, 1, f"{len(faces)} faces")
+    if len(faces) == 0:
+        raise InputError(f"The surface of {source.what} vanished in the cleanup.",
+                         "Lower --min-component, or raise --max-faces.")
+    ply, npz = ctx.dir / "mesh.ply", ctx.dir / "mesh.npz"
+    write_colored_mesh_ply(ply, vertices, faces, colors)
+    ctx.artifact("mesh", ply, "ply")
+    extra = {"colors": colors} if colors is not None else {}
+    write_mesh_npz(npz, vertices, faces, **extra)
+    ctx.artifact("mesh_arrays", npz, "npz")
+    extent = (vertices.max(0) - vertices.min(0)).tolist()
+    return {"source": kind, "vertices": int(len(vertices)), "faces": int(len(faces)), "threshold": level,
+            "resolution": list(grid.shape), "spacing": grid.spacing, "bounds": [grid.lo.tolist(), grid.hi.tolist()],
+            "extent": extent, "components": result.stats["components"], "kept_components": result.stats["kept"],
+            "density_range": [result.stats["density_min"], result.stats["density_max"]],
+            "colors": colors is not None, "device": str(device)}

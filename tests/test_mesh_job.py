@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The ``mesh`` job: level sets of analytic densities, of a field fitted to a known sphere,
+and of splats of a sphere, measured by their distance to the true surface; cleanup,
+decimation, the files it writes, and its input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend import protocol
+from backend.jobs.runner import run_job
+from backend.mesh.extract import Grid, decimate, extract, face_areas, keep_components, level_set, sample_grid
+from tests.conftest import run_backend
+
+CENTER = np.array([0.3, -0.2, 0.5])  # off the origin: the frame is checked, not assumed
+RADIUS = 0.5
+TOP_RGB = np.array([0.9, 0.2, 0.1])  # colour of the sphere's upper half (z above its centre)
+BOTTOM_RGB = np.array([0.1, 0.3, 0.9])
+BATCH = 1024  # points per step of the field fit, anywhere in its box and as many near the sphere
+
+
+def sphere_distance(points: np.ndarray, center=CENTER, radius=RADIUS) -> np.ndarray:
+    return np.abs(np.linalg.norm(np.asarray(points, np.float64) - center, axis=1) - radius)
+
+
+def surface_chamfer(vertices: np.ndarray, faces: np.ndarray, center=CENTER, radius=RADIUS, n: int = 100000) -> float:
+    """Symmetric mean distance between the mesh and the sphere: mesh samples to the sphere
+    (exact), sphere samples to the nearest mesh sample (an upper bound: about 0.002 at this
+    sampling density)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(0)
+    area = face_areas(vertices, faces)
+    tri = rng.choice(len(faces), n, p=area / area.sum())
+    a, b = rng.random((2, n, 1))
+    flip = (a + b) > 1
+    a, b = np.where(flip, 1 - a, a), np.where(flip, 1 - b, b)
+    v = vertices.astype(np.float64)[faces[tri]]
+    on_mesh = v[:, 0] + a * (v[:, 1] - v[:, 0]) + b * (v[:, 2] - v[:, 0])
+    d = rng.normal(size=(n, 3))
+    on_sphere = center + radius * d / np.linalg.norm(d, axis=1, keepdims=True)
+    to_mesh, _ = cKDTree(on_mesh).query(on_sphere[: n // 5])
+    return 0.5 * (sphere_distance(on_mesh, center, radius).mean() + to_mesh.mean())
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    v = vertices.astype(np.float64)
+    return float(np.einsum("ij,ij->i", v[faces[:, 0]], np.cross(v[faces[:, 1]], v[faces[:, 2]])).sum() / 6.0)
+
+
+def boundary_edges(faces: np.ndarray) -> int:
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return int((counts == 1).sum())
+
+
+def shell_density(points: np.ndarray) -> np.ndarray:
+    """A hollow shell of density around the sphere (as splats and many fields are)."""
+    return 50.0 * np.exp(-(np.linalg.norm(points - CENTER, axis=1) - RADIUS) ** 2 / (2 * 0.02**2))
+
+
+# -- the extraction core on analytic densities -------------------------------------------------
+def test_a_hollow_shell_gives_one_closed_outward_sphere():
+    grid = Grid.around(CENTER - 0.8, CENTER + 0.8, 64)
+    values = sample_grid(shell_density, grid, max_points=5000)  # many slabs
+    result = extract(values, grid, level=25.0)
+    v, f = result.vertices, result.faces
+    assert result.stats["kept"] == 1 and result.stats["filled_samples"] > 0  # the inner wall is gone
+    assert boundary_edges(f) == 0  # closed
+    assert signed_volume(v, f) > 0  # normals point outwards
+    offset = 0.02 * np.sqrt(2 * np.log(2))  # where the shell's density is half its peak, outside
+    chamfer = surface_chamfer(v, f, radius=RADIUS + offset)
+    assert chamfer < 0.004 * (2 * RADIUS), chamfer  # 0.4 % of the diameter at 64 cells
+
+
+def test_cleanup_drops_a_floater_and_keeps_what_is_asked():
+    grid = Grid.around([-1, -1, -1], [1.5, 1, 1], 64)
+
+    def two_balls(p):
+        big = np.linalg.norm(p, axis=1) < 0.6
+        small = np.linalg.norm(p - [1.2, 0, 0], axis=1) < 0.12
+        return (big | small).astype(np.float32)
+
+    values = sample_grid(two_balls, grid)
+    vertices, faces = level_set(values, 0.5, grid)
+    kept_v, kept_f, stats = keep_components(vertices, faces, min_fraction=0.05)
+    assert stats == {"components": 2, "kept": 1, "dropped_faces": stats["dropped_faces"]} and stats["dropped_faces"] > 0
+    assert np.linalg.norm(kept_v, axis=1).max() < 0.7  # only the big ball
+    both_v, _, both = keep_components(vertices, faces, min_fraction=0.0)
+    assert both["kept"] == 2 and len(both_v) == len(vertices)
+    _, _, first = keep_components(vertices, faces, min_fraction=0.0, max_components=1)
+    assert first["kept"] == 1
+
+
+def test_decimation_meets_the_face_budget_and_keeps_the_shape():
+    grid = Grid.around(CENTER - 0.8, CENTER + 0.8, 96)
+    values = sample_grid(lambda p: RADIUS - np.linalg.norm(p - CENTER, axis=1), grid)
+    vertices, faces = level_set(values, 0.0, grid)
+    colors = np.tile(np.array([[10, 200, 30]], np.uint8), (len(vertices), 1))
+    v, f, c = decimate(vertices, faces, 3000, colors)
+    assert len(faces) > 20000 and 1500 < len(f) <= 3000
+    assert c.shape == (len(v), 3) and np.all(c == [10, 200, 30])
+    assert surface_chamfer(v, f) < 0.02 * (2 * RADIUS)
+    assert signed_volume(v, f) > 0
+
+
+# -- a field with known geometry -------------------------------------------------------------------
+def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0) -> Path:
+    """A hash-grid field fitted directly to a sphere (log-density from log 0.01 outside to
+    log 2e5 inside across a thin shell, so the automatic level at about 50 falls midway, at
+    the sphere; colour
+    TOP_RGB above the centre, BOTTOM_RGB below), saved as a 'nerf' job would save it, with an
+    occupancy grid marking the cells near the sphere."""
+    from backend.nerf.field import Field, FieldConfig, SceneFrame, build_model, save_field
+    from backend.nerf.hashgrid import HashGridConfig
+    from backend.nerf.render import OccupancyGrid, unit_to_world
+
+    config = FieldConfig(hashgrid=HashGridConfig(levels=8, log2_table_size=14, base_resolution=4, finest_resolution=96))
+    model = build_model(config, seed=seed)
+    frame = SceneFrame("box", tuple(CENTER + [0.1, 0.0, -0.1]), (1.0, 1.0, 1.0))
+    generator = torch.Generator().manual_seed(seed)
+    import numba
+
+    threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)  # small steps: one thread is many times faster than several on a busy machine
+    numba.set_num_threads(1)
+    try:
+        _fit(model, frame, steps, generator)
+    finally:
+        torch.set_num_threads(threads)
+        numba.set_num_threads(numba_threads)
+    occupancy = OccupancyGrid(resolution=32)
+    cells = unit_to_world(occupancy.cell_centers(), frame)
+    center = torch.tensor(CENTER, dtype=torch.float32)
+    occupancy.bits = ((cells - center).norm(dim=1) < RADIUS + 3 * 2.0 / 32)
+    occupancy.density = torch.where(occupancy.bits, 100.0, 0.0)
+    save_field(folder, Field(config, model, frame, 0.1, 10.0, (1.0, 1.0, 1.0), occupancy, {"train_views": 40}))
+    return folder
+
+
+def _fit(model, frame, steps: int, generator: torch.Generator) -> None:
+    from backend.nerf.render import unit_to_world
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-15)
+    center = torch.tensor(CENTER, dtype=torch.float32)
+    top, bottom = torch.tensor(TOP_RGB, dtype=torch.float32), torch.tensor(BOTTOM_RGB, dtype=torch.float32)
+    for _ in range(steps):
+        u = torch.rand(BATCH, 3, generator=generator)
+        near = torch.randn(BATCH, 3, generator=generator)
+        near = center + near / near.norm(dim=1, keepdim=True) * (RADIUS + 0.05 * torch.randn(BATCH, 1, generator=generator))
+        u = torch.cat([u, frame.to_unit(near).clamp(0, 1)])
+        x = unit_to_world(u, frame)
+        inside = torch.sigmoid((RADIUS - (x - center).norm(dim=1)) / 0.005)
+        target_log = inside * np.log(2e5) + (1 - inside) * np.log(0.01)
+        dirs = torch.nn.functional.normalize(torch.randn(len(u), 3, generator=generator), dim=1)
+        geo = model.geometry(u)
+        rgb = model.color(geo, dirs)
+        want = torch.where((x[:, 2] > center[2])[:, None], top, bottom)
+        loss = ((geo[:, 0] - target_log) ** 2).mean() + 10 * (((rgb - want) ** 2).sum(1) * inside).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.fixture(scope="module")
+def sphere_field(tmp_path_factory) -> Path:
+    return fitted_sphere_field(tmp_path_factory.mktemp("field") / "field")
+
+
+def test_field_mesh_from_the_command_line(sphere_field, tmp_path):
+    import trimesh
+    from plyfile import PlyData
+
+    out = tmp_path / "mesh"
+    proc = run_backend("mesh", "--field", str(sphere_field), "--out", str(out), "--resolution", "96")
+    assert proc.returncode == 0, proc.stderr
+    ply = PlyData.read(str(out / "mesh.ply"))
+    assert {p.name for p in ply["vertex"].properties} == {"x", "y", "z", "red", "green", "blue"}
+    loaded = trimesh.load(out / "mesh.ply", process=False)
+    with np.load(out / "mesh.npz") as data:
+        vertices, faces, colors = data["vertices"], data["faces"], data["colors"]
+    assert vertices.dtype == np.float32 and faces.dtype == np.int32 and colors.dtype == np.uint8
+    np.testing.assert_allclose(loaded.vertices, vertices)
+    np.testing.assert_array_equal(loaded.faces, faces)
+    chamfer = surface_chamfer(vertices, faces)
+    assert chamfer < 0.01 * (2 * RADIUS), chamfer  # the issue's target: 1 % of the object's size
+    assert signed_volume(vertices, faces) > 0
+    summary = json.loads((out / "manifest.json").read_text())["summary"] if (out / "manifest.json").is_file() else {}
+    if summary:
+        assert summary["faces"] == len(faces)
+    # colours: the upper half's colour above, the lower half's below (away from the equator)
+    z = vertices[:, 2] - CENTER[2]
+    top = colors[z > 0.2].mean(0) / 255.0
+    bottom = colors[z < -0.2].mean(0) / 255.0
+    assert np.abs(top - TOP_RGB).max() < 0.08, top
+    assert np.abs(bottom - BOTTOM_RGB).max() < 0.08, bottom
+
+
+def test_field_mesh_with_a_face_budget_in_process(sphere_field, tmp_path):
+    events = []
+    type_, fields = run_job("mesh", {"resolution": 64, "max_faces": 2000, "colors": False},
+                            {"field": str(sphere_field)}, "mesh-budget", tmp_path / "job",
+                            lambda t, f: events.append((t, f)))
+    assert type_ == protocol.RESULT, fields
+    summary = fields["summary"]
+    assert summary["faces"] <= 2000 and summary["colors"] is False
+    with np.load(tmp_path / "job" / "mesh.npz") as data:
+        assert "colors" not in data.files
+        assert surface_chamfer(data["vertices"], data["faces"]) < 0.02 * (2 * RADIUS)
+    stages = {f["stage"] for t, f in events if t == protocol.PROGRESS}
+    assert {"load", "sample", "surface", "decimate"} <= stages
+
+
+def test_an_empty_level_set_says_which_threshold_to_lower(sphere_field, tmp_path):
+    proc = run_backend("mesh", "--field", str(sphere_field), "--out", str(tmp_path / "out"), "--resolution", "16",
+                       "--threshold", "1e12")
+    assert proc.returncode == 2
+    assert "No surface at threshold 1e+12" in proc.stderr and "Lower --threshold below" in proc.stderr
+    assert "densities found range from" in proc.stderr
+
+
+def test_a_folder_that_is_not_a_field_is_named(tmp_path):
+    (tmp_path / "notes").mkdir()
+    proc = run_backend("mesh", "--field", str(tmp_path / "notes"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert str(tmp_path / "notes") in proc.stderr and "neither a trained field" in proc.stderr
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "field.json").write_text(json.dumps({"format": "something-else"}))
+    proc = run_backend("mesh", "--field", str(tmp_path / "fake"), "--out", str(tmp_path / "out2"))
+    assert proc.returncode == 2 and "is not a Recon radiance field" in proc.stderr
+
+
+# -- splats ------------------------------------------------------------------------------------------
+def sphere_splats(path: Path, n: int = 3000, with_floater: bool = True) -> Path:
+    """Flat Gaussians tiling a sphere (tangent discs), coloured like the field above; and a
+    small clump of Gaussians away from it (a floater)."""
+    from backend.splat.ply import Splats, write_splats
+    from backend.splat.sh import SH_C0
+
+    golden = np.pi * (3 - np.sqrt(5))
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    r = np.sqrt(1 - z * z)
+    normal = np.stack([r * np.cos(golden * i), r * np.sin(golden * i), z], -1)
+    means = CENTER + RADIUS * normal
+    # rotation taking local z to the normal: quaternion from (0, 0, 1) to n
+    w = 1 + normal[:, 2]
+    q = np.stack([w, -normal[:, 1], normal[:, 0], np.zeros(n)], -1)
+    q[w < 1e-6] = [0, 1, 0, 0]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    spacing = RADIUS * np.sqrt(4 * np.pi / n)
+    scales = np.tile([spacing * 0.8, spacing * 0.8, 0.003], (n, 1))
+    rgb = np.where((normal[:, 2] > 0)[:, None], TOP_RGB, BOTTOM_RGB)
+    opacity = np.full(n, 0.9)
+    if with_floater:
+        clump = CENTER + [0.9, 0.0, 0.0] + 0.02 * np.random.default_rng(1).normal(size=(20, 3))
+        means = np.concatenate([means, clump])
+        q = np.concatenate([q, np.tile([1.0, 0, 0, 0], (20, 1))])
+        scales = np.concatenate([scales, np.full((20, 3), 0.02)])
+        rgb = np.concatenate([rgb, np.full((20, 3), 0.5)])
+        opacity = np.concatenate([opacity, np.full(20, 0.9)])
+    sh = ((rgb - 0.5) / SH_C0)[:, None, :]
+    write_splats(path, Splats(means.astype(np.float32), q.astype(np.float32), np.log(scales).astype(np.float32),
+                              np.log(opacity / (1 - opacity)).astype(np.float32), sh.astype(np.float32)))
+    return path
+
+
+def test_splats_of_a_sphere_give_a_sphere_without_the_floater(tmp_path):
+    (tmp_path / "splat-job").mkdir()
+    sphere_splats(tmp_path / "splat-job" / "splats.ply")
+    type_, fields = run_job("mesh", {"resolution": 128}, {"field": str(tmp_path / "splat-job")}, "mesh-splats",
+                            tmp_path / "job", lambda *a: None)
+    assert type_ == protocol.RESULT, fields
+    assert fields["summary"]["source"] == "splats" and fields["summary"]["kept_components"] == 1
+    with np.load(tmp_path / "job" / "mesh.npz") as data:
+        vertices, faces, colors = data["vertices"], data["faces"], data["colors"]
+    assert sphere_distance(vertices).max() < 0.05  # the floater (0.4 beyond the surface) is gone
+    assert boundary_edges(faces) == 0 and signed_volume(vertices, faces) > 0
+    # The level set of a thin shell sits just outside it (half its drawn thickness, at least
+    # half a grid spacing): about 1 % of the diameter at 128 cells.
+    chamfer = surface_chamfer(vertices, faces)
+    assert chamfer < 0.015 * (2 * RADIUS), chamfer
+    z = vertices[:, 2] - CENTER[2]
+    assert np.abs(colors[z > 0.2].mean(0) / 255.0 - TOP_RGB).max() < 0.05
+    assert np.abs(colors[z < -0.2].mean(0) / 255.0 - BOTTOM_RGB).max() < 0.05
+
+
+def test_a_mesh_ply_is_not_splats(tmp_path):
+    from backend.geometry.io import write_mesh_ply
+
+    write_mesh_ply(tmp_path / "tri.ply", np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    proc = run_backend("mesh", "--field", str(tmp_path / "tri.ply"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "is a mesh (it has faces), not Gaussian splats" in proc.stderr
