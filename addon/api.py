@@ -335,3 +335,36 @@ def bake_texture(mesh: bpy.types.Object, collection: bpy.types.Collection | None
     :func:`submit_bake_texture`) and return the textured object."""
     _job, finish = submit_bake_texture(mesh, collection, cameras, **settings)
     return finish()
+
+
+def submit_extract_mesh(source: bpy.types.Object | bpy.types.Collection | None = None,
+                        **settings) -> tuple[Job, Callable[[], bpy.types.Object]]:
+    """Start extracting a mesh from ``source``: a splat object, or a reconstruction collection
+    with a trained field (default: the active splat object, else the reconstruction in
+    context). ``settings``: any of ``resolution, threshold, max_faces, min_component,
+    colors``. The finish function returns the new mesh object, placed on the splats or in the
+    reconstruction's Blender frame."""
+    from . import meshes
+
+    unknown = sorted(set(settings) - set(meshes.SETTING_NAMES))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; valid: {list(meshes.SETTING_NAMES)}")
+    defaults = {name: prop.keywords["default"] for name, prop in meshes.settings_properties().items()}
+    config = {**defaults, **settings}
+    if source is None:
+        source = meshes.source_splats(bpy.context)
+    splat_object = source if isinstance(source, bpy.types.Object) else None
+    name = source.name if isinstance(source, bpy.types.Collection) else ""
+    try:
+        job, target = meshes.prepare(bpy.context, config, name, splat_object)
+    except ValueError as exc:
+        raise ReconJobError(str(exc)) from exc
+    manager().submit(job)
+    return job, _finisher(job, lambda: meshes.import_result(job, target, bpy.context.scene))
+
+
+def extract_mesh(source: bpy.types.Object | bpy.types.Collection | None = None, **settings) -> bpy.types.Object:
+    """Extract a mesh with vertex colours from splats or a trained field (see
+    :func:`submit_extract_mesh`) and return the new object."""
+    _job, finish = submit_extract_mesh(source, **settings)
+    return finish()

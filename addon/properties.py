@@ -5,7 +5,7 @@ Runtime job state is never stored here: it lives in addon/jobs.py."""
 import bpy
 from bpy.props import PointerProperty, StringProperty
 
-from . import body, deform, fields, photo_inputs, reconstruction, sfm, splat_train, textures
+from . import body, deform, fields, meshes, photo_inputs, reconstruction, sfm, splat_train, textures
 
 
 class RECON_PG_deform_settings(bpy.types.PropertyGroup):
@@ -36,6 +36,10 @@ class RECON_PG_field_settings(bpy.types.PropertyGroup):
     __annotations__ = {**fields.settings_properties(), **fields.render_properties()}
 
 
+class RECON_PG_mesh_settings(bpy.types.PropertyGroup):
+    __annotations__ = meshes.settings_properties()
+
+
 class RECON_PG_texture_settings(bpy.types.PropertyGroup):
     __annotations__ = textures.settings_properties()
 
@@ -46,6 +50,7 @@ _groups = (
     ("recon_body", RECON_PG_body_settings),
     ("recon_splat", RECON_PG_splat_settings),
     ("recon_fields", RECON_PG_field_settings),
+    ("recon_meshes", RECON_PG_mesh_settings),
     ("recon_textures", RECON_PG_texture_settings),
 )
 

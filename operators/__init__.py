@@ -8,6 +8,7 @@ from .deform import RECON_OT_fit_mesh_to_points
 from .fields import RECON_OT_render_field, RECON_OT_train_field
 from .io import RECON_OT_export_cameras, RECON_OT_import_reconstruction
 from .jobs import RECON_OT_backend_doctor, RECON_OT_cancel_job
+from .meshes import RECON_OT_extract_mesh
 from .sfm import RECON_OT_run_sfm
 from .splats import (
     RECON_OT_crop_splats,
@@ -34,6 +35,7 @@ classes = (
     RECON_OT_import_job_splats,
     RECON_OT_train_field,
     RECON_OT_render_field,
+    RECON_OT_extract_mesh,
     RECON_OT_bake_texture,
     RECON_OT_fit_body,
     RECON_OT_set_body_shape,

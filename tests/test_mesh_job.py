@@ -110,7 +110,7 @@ def test_decimation_meets_the_face_budget_and_keeps_the_shape():
 
 
 # -- a field with known geometry -------------------------------------------------------------------
-def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0) -> Path:
+def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0, center=CENTER, radius: float = RADIUS) -> Path:
     """A hash-grid field fitted directly to a sphere (log-density from log 0.01 outside to
     log 2e5 inside across a thin shell, so the automatic level at about 50 falls midway, at
     the sphere; colour
@@ -122,7 +122,8 @@ def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0) -> Path:
 
     config = FieldConfig(hashgrid=HashGridConfig(levels=8, log2_table_size=14, base_resolution=4, finest_resolution=96))
     model = build_model(config, seed=seed)
-    frame = SceneFrame("box", tuple(CENTER + [0.1, 0.0, -0.1]), (1.0, 1.0, 1.0))
+    center = np.asarray(center, np.float64)
+    frame = SceneFrame("box", tuple(center + [0.1, 0.0, -0.1]), (2 * radius,) * 3)
     generator = torch.Generator().manual_seed(seed)
     import numba
 
@@ -130,32 +131,31 @@ def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0) -> Path:
     torch.set_num_threads(1)  # small steps: one thread is many times faster than several on a busy machine
     numba.set_num_threads(1)
     try:
-        _fit(model, frame, steps, generator)
+        _fit(model, frame, steps, generator, center, radius)
     finally:
         torch.set_num_threads(threads)
         numba.set_num_threads(numba_threads)
     occupancy = OccupancyGrid(resolution=32)
     cells = unit_to_world(occupancy.cell_centers(), frame)
-    center = torch.tensor(CENTER, dtype=torch.float32)
-    occupancy.bits = ((cells - center).norm(dim=1) < RADIUS + 3 * 2.0 / 32)
+    occupancy.bits = ((cells - torch.tensor(center, dtype=torch.float32)).norm(dim=1) < radius * (1 + 12.0 / 32))
     occupancy.density = torch.where(occupancy.bits, 100.0, 0.0)
     save_field(folder, Field(config, model, frame, 0.1, 10.0, (1.0, 1.0, 1.0), occupancy, {"train_views": 40}))
     return folder
 
 
-def _fit(model, frame, steps: int, generator: torch.Generator) -> None:
+def _fit(model, frame, steps: int, generator: torch.Generator, center, radius: float) -> None:
     from backend.nerf.render import unit_to_world
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-15)
-    center = torch.tensor(CENTER, dtype=torch.float32)
+    center = torch.tensor(center, dtype=torch.float32)
     top, bottom = torch.tensor(TOP_RGB, dtype=torch.float32), torch.tensor(BOTTOM_RGB, dtype=torch.float32)
     for _ in range(steps):
         u = torch.rand(BATCH, 3, generator=generator)
         near = torch.randn(BATCH, 3, generator=generator)
-        near = center + near / near.norm(dim=1, keepdim=True) * (RADIUS + 0.05 * torch.randn(BATCH, 1, generator=generator))
+        near = center + near / near.norm(dim=1, keepdim=True) * (radius * (1 + 0.1 * torch.randn(BATCH, 1, generator=generator)))
         u = torch.cat([u, frame.to_unit(near).clamp(0, 1)])
         x = unit_to_world(u, frame)
-        inside = torch.sigmoid((RADIUS - (x - center).norm(dim=1)) / 0.005)
+        inside = torch.sigmoid((radius - (x - center).norm(dim=1)) / (0.01 * radius))
         target_log = inside * np.log(2e5) + (1 - inside) * np.log(0.01)
         dirs = torch.nn.functional.normalize(torch.randn(len(u), 3, generator=generator), dim=1)
         geo = model.geometry(u)
@@ -220,7 +220,7 @@ def test_an_empty_level_set_says_which_threshold_to_lower(sphere_field, tmp_path
     proc = run_backend("mesh", "--field", str(sphere_field), "--out", str(tmp_path / "out"), "--resolution", "16",
                        "--threshold", "1e12")
     assert proc.returncode == 2
-    assert "No surface at threshold 1e+12" in proc.stderr and "Lower --threshold below" in proc.stderr
+    assert "No surface at threshold 1e+12" in proc.stderr and "Lower the threshold (--threshold) below" in proc.stderr
     assert "densities found range from" in proc.stderr
 
 

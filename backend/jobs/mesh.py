@@ -142,7 +142,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         ctx.progress("decimate", 1, 1, f"{len(faces)} faces")
     if len(faces) == 0:
         raise InputError(f"The surface of {source.what} vanished in the cleanup.",
-                         "Lower --min-component, or raise --max-faces.")
+                         "Lower the minimum piece size (--min-component), or raise the face budget (--max-faces).")
     ply, npz = ctx.dir / "mesh.ply", ctx.dir / "mesh.npz"
     write_colored_mesh_ply(ply, vertices, faces, colors)
     ctx.artifact("mesh", ply, "ply")

@@ -200,7 +200,7 @@ def decimate(
     return new_vertices, new_faces, new_colors
 
 
-def empty_level_set_error(level: float, values: np.ndarray, what: str, option: str = "--threshold") -> InputError:
+def empty_level_set_error(level: float, values: np.ndarray, what: str, option: str = "the threshold (--threshold)") -> InputError:
     """The error for a level with no surface: the density range found, and which way to move."""
     lo, hi = float(values.min()), float(values.max())
     if hi <= level:

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The "Mesh" sub-panel of "Fields and Meshes": extract a mesh from a trained field or from
+the active splats."""
+
+import bpy
+
+from ..addon import meshes
+from ..addon.jobs import manager
+from .base import SidebarPanel
+
+
+class RECON_PT_meshes(SidebarPanel, bpy.types.Panel):
+    bl_idname = "RECON_PT_meshes"
+    bl_label = "Mesh"
+    bl_parent_id = "RECON_PT_fields"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.recon_meshes
+        splat_object = meshes.source_splats(context)
+        collection = None if splat_object is not None else meshes.source_collection(context)
+        if splat_object is not None:
+            layout.label(text=f"From splats '{splat_object.name}'", icon="OUTLINER_OB_POINTCLOUD")
+        elif collection is not None:
+            layout.label(text=f"From the field of '{collection.name}'", icon="OUTLINER_OB_LIGHTPROBE")
+        else:
+            layout.label(text="Train a field, or make splats active", icon="INFO")
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        for name in meshes.SETTING_NAMES:
+            col.prop(settings, name)
+        running = next((job for job in reversed(manager().active_jobs()) if job.kind == "mesh"), None)
+        if running is None:
+            row = layout.row()
+            row.enabled = splat_object is not None or collection is not None
+            row.operator("recon.extract_mesh", icon="MESH_ICOSPHERE")
+        else:
+            box = layout.box()
+            row = box.row()
+            row.progress(factor=running.fraction, type="BAR", text=f"{running.stage} {100 * running.fraction:.0f}%")
+            row.operator("recon.cancel_job", text="", icon="CANCEL").job = running.id
+            if running.message:
+                box.label(text=running.message)
