@@ -23,6 +23,38 @@ except ImportError:  # pragma: no cover - exercised only in environments without
 AVAILABLE = numba is not None
 
 if AVAILABLE:
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _make_prefetch(write: int):
+        """``prefetch(array2d, row)``: LLVM's ``llvm.prefetch`` of ``array2d[row, 0]`` (a hint,
+        no effect on results): the hash table's rows are scattered over tens of MB, so each
+        lookup misses the caches; asking for a block of rows before using them keeps many
+        misses in flight instead of one or two."""
+
+        @_intrinsic
+        def prefetch(typingctx, array, row):
+            def codegen(context, builder, signature, args):
+                array_type = signature.args[0]
+                ary = context.make_array(array_type)(context, builder, args[0])
+                pointer = _cgutils.get_item_pointer(context, builder, array_type, ary,
+                                                    [args[1], context.get_constant(_types.intp, 0)])
+                i32 = _ir.IntType(32)
+                fnty = _ir.FunctionType(_ir.VoidType(), [pointer.type, i32, i32, i32])
+                fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+                builder.call(fn, [pointer, _ir.Constant(i32, write), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
+                return context.get_dummy_value()
+
+            return _types.void(array, row), codegen
+
+        return prefetch
+
+    _prefetch_read = _make_prefetch(0)
+    _prefetch_write = _make_prefetch(1)
+
+    BLOCK = 32  # points whose corner rows are computed (and prefetched) before their rows are read
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _level_strides(dense, res):
@@ -39,16 +71,50 @@ if AVAILABLE:
             return index & (size - 1)
         return index % size if index >= size else index
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _block_corners(x, b0, b1, scale, base, size, is_dense, sx, sy, sz, rows, weights, table, write):
+        """Rows and trilinear weights ``[BLOCK, 8]`` of points ``b0:b1`` at one level; each
+        distinct cache line of ``table`` they need is prefetched (x-neighbours share one)."""
+        half = np.float32(0.5)
+        one = np.float32(1.0)
+        for i in range(b0, b1):
+            px = x[i, 0] * scale + half
+            py = x[i, 1] * scale + half
+            pz = x[i, 2] * scale + half
+            fx0 = np.float32(math.floor(px))
+            fy0 = np.float32(math.floor(py))
+            fz0 = np.float32(math.floor(pz))
+            fx, fy, fz = px - fx0, py - fy0, pz - fz0
+            ux, uy, uz = one - fx, one - fy, one - fz
+            x0 = np.int64(fx0) * sx
+            y0 = np.int64(fy0) * sy
+            z0 = np.int64(fz0) * sz
+            j = i - b0
+            for corner in range(8):
+                hx = x0 + sx if corner & 1 else x0
+                hy = y0 + sy if corner & 2 else y0
+                hz = z0 + sz if corner & 4 else z0
+                weights[j, corner] = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
+                index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
+                row = base + _wrap(index, size, is_dense)
+                rows[j, corner] = row
+                if corner & 1 == 0:
+                    if write:
+                        _prefetch_write(table, row)
+                    else:
+                        _prefetch_read(table, row)
+
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _encode_forward(x, table, offsets, scales, resolutions, dense, out, n_workers):
         """F = 2. Each worker takes a contiguous range of points and runs through it once per
-        level (one level's table at a time stays in cache)."""
+        level (one level's table at a time stays in cache), a block of points at a time:
+        their corner rows first (prefetched), then the lookups."""
         n = x.shape[0]
         n_levels = scales.shape[0]
-        half = np.float32(0.5)
-        one = np.float32(1.0)
         per_worker = (n + n_workers - 1) // n_workers
         for worker in numba.prange(n_workers):
+            rows = np.empty((BLOCK, 8), np.int64)
+            weights = np.empty((BLOCK, 8), np.float32)
             start = worker * per_worker
             end = min(n, start + per_worker)
             for level in range(n_levels):
@@ -57,85 +123,83 @@ if AVAILABLE:
                 size = offsets[level + 1] - base
                 is_dense = dense[level]
                 sx, sy, sz = _level_strides(is_dense, resolutions[level])
-                for i in range(start, end):
-                    px = x[i, 0] * scale + half
-                    py = x[i, 1] * scale + half
-                    pz = x[i, 2] * scale + half
-                    fx0 = np.float32(math.floor(px))
-                    fy0 = np.float32(math.floor(py))
-                    fz0 = np.float32(math.floor(pz))
-                    fx, fy, fz = px - fx0, py - fy0, pz - fz0
-                    ux, uy, uz = one - fx, one - fy, one - fz
-                    x0 = np.int64(fx0) * sx
-                    y0 = np.int64(fy0) * sy
-                    z0 = np.int64(fz0) * sz
-                    a0 = np.float32(0.0)
-                    a1 = np.float32(0.0)
-                    for corner in range(8):
-                        hx = x0 + sx if corner & 1 else x0
-                        hy = y0 + sy if corner & 2 else y0
-                        hz = z0 + sz if corner & 4 else z0
-                        w = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
-                        index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
-                        row = base + _wrap(index, size, is_dense)
-                        a0 += w * table[row, 0]
-                        a1 += w * table[row, 1]
-                    out[i, 2 * level] = a0
-                    out[i, 2 * level + 1] = a1
+                for b0 in range(start, end, BLOCK):
+                    b1 = min(end, b0 + BLOCK)
+                    _block_corners(x, b0, b1, scale, base, size, is_dense, sx, sy, sz, rows, weights, table, False)
+                    for i in range(b0, b1):
+                        j = i - b0
+                        a0 = np.float32(0.0)
+                        a1 = np.float32(0.0)
+                        for corner in range(8):
+                            row = rows[j, corner]
+                            w = weights[j, corner]
+                            a0 += w * table[row, 0]
+                            a1 += w * table[row, 1]
+                        out[i, 2 * level] = a0
+                        out[i, 2 * level + 1] = a1
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers):
         """F = 2. Each worker owns every ``n_workers``-th level (its rows of the table), so
-        the scatter needs no atomics."""
+        the scatter needs no atomics; blocks of points as in the forward."""
         n = x.shape[0]
         n_levels = scales.shape[0]
-        half = np.float32(0.5)
-        one = np.float32(1.0)
         for worker in numba.prange(n_workers):
+            rows = np.empty((BLOCK, 8), np.int64)
+            weights = np.empty((BLOCK, 8), np.float32)
             for level in range(worker, n_levels, n_workers):  # interleaved: coarse and fine levels on each
                 scale = scales[level]
                 base = offsets[level]
                 size = offsets[level + 1] - base
                 is_dense = dense[level]
                 sx, sy, sz = _level_strides(is_dense, resolutions[level])
-                for i in range(n):
-                    g0 = grad_out[i, 2 * level]
-                    g1 = grad_out[i, 2 * level + 1]
-                    px = x[i, 0] * scale + half
-                    py = x[i, 1] * scale + half
-                    pz = x[i, 2] * scale + half
-                    fx0 = np.float32(math.floor(px))
-                    fy0 = np.float32(math.floor(py))
-                    fz0 = np.float32(math.floor(pz))
-                    fx, fy, fz = px - fx0, py - fy0, pz - fz0
-                    ux, uy, uz = one - fx, one - fy, one - fz
-                    x0 = np.int64(fx0) * sx
-                    y0 = np.int64(fy0) * sy
-                    z0 = np.int64(fz0) * sz
-                    for corner in range(8):
-                        hx = x0 + sx if corner & 1 else x0
-                        hy = y0 + sy if corner & 2 else y0
-                        hz = z0 + sz if corner & 4 else z0
-                        w = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
-                        index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
-                        row = base + _wrap(index, size, is_dense)
-                        grad_table[row, 0] += w * g0
-                        grad_table[row, 1] += w * g1
+                for b0 in range(0, n, BLOCK):
+                    b1 = min(n, b0 + BLOCK)
+                    _block_corners(x, b0, b1, scale, base, size, is_dense, sx, sy, sz, rows, weights, grad_table,
+                                   True)
+                    for i in range(b0, b1):
+                        j = i - b0
+                        g0 = grad_out[i, 2 * level]
+                        g1 = grad_out[i, 2 * level + 1]
+                        for corner in range(8):
+                            row = rows[j, corner]
+                            w = weights[j, corner]
+                            grad_table[row, 0] += w * g0
+                            grad_table[row, 1] += w * g1
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2):
+        """float32 arithmetic; a cache line of gradients (16 values) that is all zero is
+        skipped without touching the other arrays; within a line the update is branch-free
+        (vectorised), entries with a zero gradient keep their values."""
         n = param.shape[0]
         chunk = 1 << 16
+        line = 16
+        zero = np.float32(0.0)
+        beta1, beta2 = np.float32(b1), np.float32(b2)
+        keep1, keep2 = np.float32(1.0 - b1), np.float32(1.0 - b2)
+        rate = np.float32(lr / c1)
+        inv_c2 = np.float32(1.0 / c2)
+        epsilon = np.float32(eps)
         for c in numba.prange((n + chunk - 1) // chunk):
-            for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                g = grad[i]
-                if g != 0.0:
-                    m = b1 * exp_avg[i] + (1.0 - b1) * g
-                    v = b2 * exp_avg_sq[i] + (1.0 - b2) * g * g
-                    exp_avg[i] = m
-                    exp_avg_sq[i] = v
-                    param[i] -= lr * (m / c1) / (math.sqrt(v / c2) + eps)
-                    grad[i] = 0.0
+            end = min(n, (c + 1) * chunk)
+            for s in range(c * chunk, end, line):
+                e = min(end, s + line)
+                touched = False
+                for i in range(s, e):
+                    touched |= grad[i] != zero
+                if not touched:
+                    continue
+                for i in range(s, e):
+                    g = grad[i]
+                    t = g != zero
+                    m = beta1 * exp_avg[i] + keep1 * g
+                    v = beta2 * exp_avg_sq[i] + keep2 * g * g
+                    p = param[i] - rate * m / (np.sqrt(v * inv_c2) + epsilon)
+                    exp_avg[i] = m if t else exp_avg[i]
+                    exp_avg_sq[i] = v if t else exp_avg_sq[i]
+                    param[i] = p if t else param[i]
+                    grad[i] = zero
 
 
 def _workers(limit: int) -> int:

@@ -202,10 +202,17 @@ class NGPField(nn.Module):
         encoded = self.encoding(u)
         return encoded, trunc_exp(self.density_net(encoded)[:, 0])
 
+    def prepass_geometry(self, u: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3] -> features [N, L * F], geo [N, G]
+        """The encoding and the density MLP's outputs of every point, differentiable when
+        gradients are enabled (the renderer keeps them when most points go on to the colour
+        MLP, and evaluates only those again otherwise)."""
+        encoded = self.encoding(u)
+        return encoded, self.density_net(encoded)
+
     def color(
         self,
         geo: Tensor,  # [K, geo_features]
-        dirs: Tensor,  # [K, 3], or [H, 3] per ray with ray_index
+        dirs: Tensor,  # [K, 3]; or [H, 3] per ray, with ray_index or, without, K / H samples of each ray in turn
         ray_index: Tensor | None = None,  # [K] row of each sample's ray in dirs
     ) -> Tensor:  # [K, 3]
         """The colour MLP; its first layer's direction half is evaluated once per ray."""
@@ -214,7 +221,11 @@ class NGPField(nn.Module):
         from_dir = spherical_harmonics_4(dirs) @ w_dir.T
         if ray_index is not None:
             from_dir = from_dir.index_select(0, ray_index)
-        h = torch.addmm(from_dir, geo, w_geo.T)
+        if from_dir.shape[0] != geo.shape[0] and geo.shape[0] % max(1, from_dir.shape[0]) == 0:
+            # S samples per ray: a broadcast add, whose backward is a sum rather than a scatter
+            h = ((geo @ w_geo.T).view(from_dir.shape[0], -1, from_dir.shape[1]) + from_dir[:, None]).view(geo.shape[0], -1)
+        else:
+            h = torch.addmm(from_dir, geo, w_geo.T)
         for layer in self.color_net[1:]:
             h = layer(h)
         return torch.sigmoid(h)

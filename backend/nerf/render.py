@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 
 from . import _kernels
-from .field import Field, NGPField, PENeRF, SceneFrame
+from .field import Field, NGPField, PENeRF, SceneFrame, trunc_exp
 
 OCCUPANCY_THRESHOLD = 0.01  # alpha over the reference step
 T_MIN = 1e-4  # samples behind this transmittance are skipped
+REUSE_PREPASS = 2.0 / 3.0  # training: keep the pre-pass's graph when at least this fraction of samples is kept
 
 
 # -- geometry -------------------------------------------------------------------------------
@@ -295,9 +296,11 @@ def render_rays_ngp(
     """Colour ``[R, 3]``, opacity ``[R]``, depth ``[R]`` of the hash-grid field along rays, and
     ``samples`` (points that reached the colour MLP).
 
-    A pre-pass without gradients evaluates the density of every sample; only samples the
-    light still reaches (transmittance above ``min_transmittance``) go through the colour
-    MLP and, in training, the backward pass, their encoding reused from the pre-pass."""
+    A pre-pass evaluates the density of every sample; only samples the light still reaches
+    (transmittance above ``min_transmittance``) go through the colour MLP. In training, when
+    they are most of the samples (two thirds or more), the pre-pass's graph is kept and its
+    backward runs on every sample; otherwise the kept samples' density MLP is evaluated again
+    with gradients, their encoding reused from the pre-pass."""
     n = origins.shape[0]
     device = origins.device
     if jitter is None:
@@ -316,19 +319,40 @@ def render_rays_ngp(
         d = dirs[hit_d]
         points = origins[hit_d][:, None, :] + th[..., None] * d[:, None, :]  # [H, S, 3]
         u = fld.frame.to_unit(points.reshape(-1, 3)).clamp(0.0, 1.0)
-        encoded, sigma_all = fld.model.prepass(u)
-        tau = (sigma_all.view(-1, samples).float() * dth)
+        model = fld.model
+        ngp = isinstance(model, NGPField)
+        if ngp:  # with gradients when training: kept if most samples go on to the colour MLP
+            encoded, geo_all = model.prepass_geometry(u)
+            sigma_all = trunc_exp(geo_all[:, 0])
+        else:
+            encoded, sigma_all = model.prepass(u)
+        tau = (sigma_all.detach().view(-1, samples).float() * dth)
         transmittance = torch.exp(-(torch.cumsum(tau, 1) - tau))  # before each sample
-        keep = torch.nonzero((transmittance > min_transmittance).flatten()).flatten()
-        ray_index = keep // samples
-        sigma_k, rgb_k = fld.model(u[keep], d, None if encoded is None else encoded[keep], ray_index)
-        sigma = torch.zeros(th.numel(), device=device, dtype=sigma_k.dtype).index_put((keep,), sigma_k)
-        color = torch.zeros(th.numel(), 3, device=device, dtype=rgb_k.dtype).index_put((keep,), rgb_k)
+        visible = (transmittance > min_transmittance).flatten()
+        every = bool(visible.all())
+        keep = None if every else torch.nonzero(visible).flatten()
+        n_keep = th.numel() if every else keep.numel()
+        if ngp and (not torch.is_grad_enabled() or n_keep >= REUSE_PREPASS * th.numel()):
+            # the pre-pass's density MLP outputs serve (its backward then runs on every sample,
+            # cheaper than a second forward and backward of the kept ones when they are most)
+            if every:
+                sigma, color = sigma_all, model.color(geo_all, d)  # S samples per ray: no gather
+            else:
+                sigma_k, rgb_k = sigma_all[keep], model.color(geo_all[keep], d, keep // samples)
+        else:
+            index = torch.arange(th.numel(), device=device) if every else keep
+            sigma_k, rgb_k = model(u[index], d, None if encoded is None else encoded.detach()[index],
+                                   index // samples)
+            if every:
+                sigma, color = sigma_k, rgb_k
+        if not every:
+            sigma = torch.zeros(th.numel(), device=device, dtype=sigma_k.dtype).index_put((keep,), sigma_k)
+            color = torch.zeros(th.numel(), 3, device=device, dtype=rgb_k.dtype).index_put((keep,), rgb_k)
         out = composite(sigma.view(-1, samples).float(), color.view(-1, samples, 3).float(), dth, bg[hit_d], th)
         rgb = rgb.index_copy(0, hit_d, out["rgb"])
         opacity = opacity.index_copy(0, hit_d, out["opacity"])
         depth = depth.index_copy(0, hit_d, out["depth"])
-        kept = torch.tensor(keep.numel())
+        kept = torch.tensor(n_keep)
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "samples": kept}
 
 
