@@ -31,7 +31,9 @@ the centre there: ``d^2 = |p|^2 - (p . v)^2`` for the hit point p and the unit r
 v, both in object space. That is the exact form of what the rasteriser's projected 2D
 Gaussian approximates (EWA splatting linearises the projection), so the falloff matches in
 screen space without knowing the camera. Alpha is ``min(0.99, opacity * exp(-d^2 / 2))``,
-zero below 1/255 and on back faces (each Gaussian counts once per ray), shading mixes an
+zero below 1/255 and on back faces (each Gaussian counts once per ray; but where the
+camera sits inside a Gaussian, as large background Gaussians often enclose it, its back
+faces count, for it has no front face in view), shading mixes an
 emission of the colour with a transparent BSDF: unlit, composited front to back by the
 renderer. Cycles composites in the order a ray meets the ellipsoids' surfaces (a large
 Gaussian just behind a small one can come first), EEVEE ("Blended" render method) in the
@@ -66,7 +68,7 @@ from .converters import rollback_on_error, transform_points
 NODE_GROUP = "Recon Gaussian Splats"
 MATERIAL = "Recon Gaussian Splat"
 MODIFIER = "Gaussian Splats"
-VERSION = 1  # of the node group and material; older ones are rebuilt under a new name
+VERSION = 2  # of the node group and material; older ones are rebuilt under a new name
 
 POSITION, ROTATION, LOG_SCALE, LOGIT_OPACITY, F_DC = "position", "rotation", "log_scale", "logit_opacity", "f_dc"
 INSTANCE_COLOR, INSTANCE_OPACITY = "splat_color", "splat_opacity"
@@ -470,7 +472,13 @@ def splat_material() -> bpy.types.Material:
     opacity = b.add("ShaderNodeAttribute", attribute_type="INSTANCER", attribute_name=INSTANCE_OPACITY, x=0, y=350).outputs[2]
     alpha = b.math("MINIMUM", b.math("MULTIPLY", opacity, falloff, x=200, y=200), ALPHA_MAX, x=400, y=200)
     alpha = b.math("MULTIPLY", alpha, b.math("GREATER_THAN", alpha, ALPHA_MIN, x=600, y=100), x=800, y=200)
-    alpha = b.math("MULTIPLY", alpha, b.math("SUBTRACT", 1.0, geometry["Backfacing"], x=800, y=-100), x=1000, y=100)
+    # front faces only, so that each Gaussian counts once per ray; but a Gaussian around the camera
+    # has no front face in view: its back faces count (the rasteriser draws it when its centre is ahead)
+    camera = b.add("ShaderNodeVectorTransform", (0.0, 0.0, 0.0), vector_type="POINT", convert_from="CAMERA",
+                   convert_to="OBJECT", x=400, y=-100).outputs[0]
+    inside = b.math("LESS_THAN", b.vector("LENGTH", camera, x=600, y=-100), CUTOFF_SIGMA, x=800, y=-200)
+    counted = b.math("MAXIMUM", b.math("SUBTRACT", 1.0, geometry["Backfacing"], x=800, y=-100), inside, x=900, y=-150)
+    alpha = b.math("MULTIPLY", alpha, counted, x=1000, y=100)
     color = b.add("ShaderNodeAttribute", attribute_type="INSTANCER", attribute_name=INSTANCE_COLOR, x=800, y=-300).outputs[0]
     emission = b.add("ShaderNodeEmission", color, 1.0, x=1000, y=-300).outputs[0]
     transparent = b.add("ShaderNodeBsdfTransparent", x=1000, y=-150).outputs[0]

@@ -379,6 +379,44 @@ def test_cycles_render_matches_the_3dgs_formula(empty_scene, blender, tmp_path, 
         bpy.data.scenes.remove(scene)
 
 
+def test_cycles_renders_a_gaussian_around_the_camera(empty_scene, blender, tmp_path):
+    """A large Gaussian that encloses the camera (as background Gaussians of a trained scene
+    often do) shows through its back faces, by the same formula."""
+    import bpy
+
+    splats = {
+        "means": np.array([[0.2, -5.0, 0.5]], np.float32),  # 1 unit ahead of the camera, a little above
+        "f_dc": splat_io.rgb_to_dc(np.array([[0.8, 0.6, 0.4]], np.float32)),
+        "f_rest": np.zeros((1, 9), np.float32),
+        "opacities": np.array([1.0], np.float32),
+        "scales": np.log(np.array([[2.0, 1.0, 1.5]], np.float32)),
+        "quats": np.array([[1, 0, 0, 0]], np.float32),
+    }
+    splats_module = ext(blender, "addon.splats")
+    scene = bpy.data.scenes.new("splat render")
+    try:
+        size = 32
+        obj = import_file(splat_io.write_splats(tmp_path / "around.ply", splats))
+        scene.collection.objects.link(obj)
+        camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+        scene.collection.objects.link(camera)
+        camera.location, camera.rotation_euler = CAMERA_LOCATION, CAMERA_ROTATION
+        scene.camera, scene.world = camera, None
+        scene.render.engine = "CYCLES"
+        scene.cycles.device, scene.cycles.samples, scene.cycles.use_denoising = "CPU", 4, False
+        scene.render.resolution_x = scene.render.resolution_y = size
+        scene.render.resolution_percentage, scene.render.dither_intensity = 100, 0.0
+        splats_module.render_settings(scene, False)
+        image = render(scene, tmp_path / "around.png")
+        scene.view_layers[0].update()
+        focal_px = camera.data.lens / camera.data.sensor_width * size
+        reference = reference_render(splats, np.array(camera.matrix_world, dtype=np.float64), focal_px, size, "ray")
+        assert reference.min() > 0.2  # the Gaussian fills the view
+        assert psnr(image, reference) > 35.0
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
 EEVEE_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 PREVIEW_SCALE = 0.5  # of the photos' size, for the preview render
-PREVIEW_SAMPLES = 16
+PREVIEW_SAMPLES = 8
 
 
 def train_splats(scene, collection, out: Path, max_minutes: float = 3.0, iterations: int = 0):
@@ -52,7 +52,7 @@ def render_preview(obj, camera, png: Path) -> Path:
         preview.camera = camera
         render = preview.render
         render.engine = "CYCLES"
-        preview.cycles.device, preview.cycles.samples, preview.cycles.use_denoising = "CPU", PREVIEW_SAMPLES, False
+        preview.cycles.device, preview.cycles.samples, preview.cycles.use_denoising = "CPU", PREVIEW_SAMPLES, True
         render.resolution_x = int(camera.get("recon_width", 640))
         render.resolution_y = int(camera.get("recon_height", 480))
         render.resolution_percentage = round(100 * PREVIEW_SCALE)
