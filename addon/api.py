@@ -9,6 +9,7 @@ message; a failed or cancelled job leaves the scene as it was.
     collection = api.solve_cameras("/photos/statue", camera_model="opencv")
     collection = api.import_reconstruction("/data/project/sparse/0")
     api.export_cameras(bpy.context.selected_objects, "/data/synthetic")
+    splats = api.train_splats(collection, preset="fast", max_minutes=5)
 
 For progress or cancel, submit without waiting::
 
