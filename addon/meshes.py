@@ -34,8 +34,8 @@ def settings_properties() -> dict:
                         "smaller details, costs the cube of it in time and memory"),
         "threshold": P.FloatProperty(
             name="Threshold", default=0.0, min=0.0, soft_max=1000.0,
-            description="Density of the surface (0: automatic: for a field, the density that makes one grid cell "
-                        "half opaque; for splats, half the typical density at their centres). Lower it for a "
+            description="Density of the surface (0: automatic: for a field, about where it turns opaque seen from "
+                        "outside; for splats, half the typical density at their centres). Lower it for a "
                         "fuller mesh, raise it to peel off haze"),
         "max_faces": P.IntProperty(
             name="Max Faces", default=500_000, min=0,

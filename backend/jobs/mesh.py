@@ -6,9 +6,9 @@
 density is sampled on a dense grid (``--resolution`` cells along the longest side of the
 region: the field's box, or its inner cube for an unbounded scene, cut to the occupancy
 grid's occupied cells; for splats, around the Gaussians), in slabs, with progress and
-cancel. Its level set at ``--threshold`` (0: ln 2 / spacing for a field, the density at
-which one grid spacing is half opaque; for splats, half the median density at the opaque
-Gaussians' centres) is extracted by marching cubes after
+cancel. Its level set at ``--threshold`` (0: automatic: for a field, the density
+where lines through the grid turn opaque, a low percentile of it; for splats, half the
+median density at the opaque Gaussians' centres) is extracted by marching cubes after
 the hollow inside of closed shells is filled; connected components with less area than
 ``--min-component`` of the largest are dropped (floaters), and ``--max-faces`` > 0
 decimates by vertex clustering. Vertex colours come from the field (seen along the inward
@@ -37,9 +37,9 @@ KIND = "mesh"
 class Config:
     """How to extract the mesh."""
 
-    threshold: float = option(0.0, "Density of the surface (0: automatic: ln 2 / grid spacing for a field, the "
-                              "density that makes one grid cell half opaque; for splats, half the median density at the opaque "
-                              "Gaussians' centres)", minimum=0.0)
+    threshold: float = option(0.0, "Density of the surface (0: automatic: for a field, a low percentile of the "
+                              "densities where lines through the grid turn opaque; for splats, half the median "
+                              "density at the opaque Gaussians' centres)", minimum=0.0)
     resolution: int = option(256, "Grid cells along the longest side of the sampled region", minimum=8)
     max_faces: int = option(0, "Decimate to at most this many faces (0: keep all)", minimum=0)
     min_component: float = option(0.05, "Drop pieces with less area than this fraction of the largest piece "

@@ -10,6 +10,8 @@ Everything here works on plain numpy arrays and a density function ``f(points [N
 - :func:`fill_cavities`: regions below the level that the outside cannot reach (the hollow
   inside of a shell of density, as splats and many fields have) raised above it, so that
   marching cubes gives only the outer surface.
+- :func:`opacity_level`: a field's default level, from the densities where lines through
+  the grid become opaque.
 - :func:`level_set`: marching cubes (scikit-image) with faces wound counter-clockwise seen
   from outside (normals point out of the dense region).
 - :func:`keep_components`: connected components by area; the largest kept, components below
@@ -89,6 +91,27 @@ def fill_cavities(values: np.ndarray, level: float) -> int:
     if count:
         values[cavities] = max(float(values.max()), 2.0 * float(level), float(level) + 1.0)
     return count
+
+
+def opacity_level(values: np.ndarray, spacing: float, percentile: float = 10.0) -> float | None:
+    """A density level from where the density becomes opaque: along every grid line, in
+    both directions of each axis, the density at the first sample where the transmittance
+    from outside falls below 0.5 (lines that never do are left out); the ``percentile`` of
+    those densities. A low percentile keeps the level below nearly every line's surface
+    density, so thin but opaque parts are not punctured. None when no line is opaque."""
+    found = []
+    for axis in range(3):
+        for flip in (False, True):
+            a = np.flip(values, axis) if flip else values
+            depth = np.cumsum(a, axis=axis, dtype=np.float32) * np.float32(spacing)  # optical depth from outside
+            opaque = np.take(depth, -1, axis=axis) > np.log(2.0)
+            first = np.argmax(depth > np.log(2.0), axis=axis)
+            density = np.take_along_axis(a, np.expand_dims(first, axis), axis=axis).squeeze(axis)
+            found.append(density[opaque])
+            del depth
+    found = np.concatenate(found)
+    found = found[found > 0]
+    return float(np.percentile(found, percentile)) if len(found) else None
 
 
 def level_set(values: np.ndarray, level: float, grid: Grid) -> tuple[np.ndarray, np.ndarray]:

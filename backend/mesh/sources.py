@@ -4,8 +4,11 @@
 Field (:class:`FieldSource`): the region sampled is the field's box (for a contracted,
 unbounded scene, its inner cube: the contracted rest is not meshed) cut down to the
 occupancy grid's occupied cells; only grid points in occupied cells are evaluated (the rest
-are empty by the grid's own test). The default level is the density at which one grid
-spacing of the field is half opaque (``sigma = ln 2 / spacing``). Vertex colours: a short
+are empty by the grid's own test). The default level comes from where the field turns
+opaque: along each grid line, from both ends, the density at the first sample where the
+transmittance from outside drops below one half; the 10th percentile of those (a low one,
+so that thin opaque parts are not punctured; a field trained for a short time is soft and
+its surface densities are low, a well trained one's high). Vertex colours: a short
 ray along ``-normal`` through the vertex (two spacings either side), volume-rendered with
 the field's colour seen from that direction.
 
@@ -92,7 +95,11 @@ class FieldSource:
         return world.min(0), world.max(0)
 
     def default_level(self, grid, values: np.ndarray) -> float:
-        return math.log(2.0) / grid.spacing
+        """Where lines through the grid turn opaque (see :func:`.extract.opacity_level`);
+        else the density that makes one grid spacing half opaque."""
+        from .extract import opacity_level
+
+        return opacity_level(values, grid.spacing) or math.log(2.0) / grid.spacing
 
     def density(self, points: np.ndarray) -> np.ndarray:  # [N, 3] world -> [N]
         torch = self.torch
