@@ -36,7 +36,7 @@ Measured:
   training camera sees it (a depth test against a point-splatted depth map of the true
   surface, tolerance 0.5 % of the diagonal plus two pixel footprints): the backs of
   Suzanne's eyeballs and the parts of her ears inside her head are in no photo, and the
-  mesh job keeps only the outer surface (the true mesh against itself: 0.02 %). Also given
+  mesh job keeps only the outer surface (the true mesh against itself: 0.01 %). Also given
   for the whole true surface, and each direction alone (accuracy: extracted to true;
   completeness: true to extracted). Target: 1 % or less (seen surface).
 - held-out PSNR of each textured mesh against the held-out photos, on the object's pixels
