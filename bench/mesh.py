@@ -358,6 +358,10 @@ def report(result: dict) -> list[tuple[str, ...]]:
                      "", note))
         if other is not None:
             rows.append(("time", f"{name}: contention, cores", f"{other:.2f}", "", ""))
+    training = result.get("field") or {}
+    if "steps" in training:
+        rows.append(("nerf", "training steps / seconds", f"{training['steps']} / {training.get('train_seconds', 0):.0f}",
+                     "", ""))
     nerf = result.get("nerf_heldout")
     if nerf:
         rows.append(("nerf", "held-out PSNR, object pixels", f"{nerf['psnr_object_db']:.2f} dB", "", ""))
