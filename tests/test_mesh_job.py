@@ -78,6 +78,24 @@ def test_a_hollow_shell_gives_one_closed_outward_sphere():
     assert chamfer < 0.004 * (2 * RADIUS), chamfer  # 0.4 % of the diameter at 64 cells
 
 
+def test_the_automatic_level_of_a_soft_field_finds_its_surface():
+    """A soft ball (density rising to 30 over a few hundredths inside its radius, as a field
+    trained for a short time is): the level where it turns opaque from outside lies close to
+    its radius; one grid cell half opaque (ln 2 / spacing, near the peak) would lie deep inside."""
+    from backend.mesh.extract import opacity_level
+
+    grid = Grid.around(CENTER - 0.8, CENTER + 0.8, 64)
+    values = sample_grid(lambda p: 30.0 / (1.0 + np.exp((np.linalg.norm(p - CENTER, axis=1) - RADIUS) / 0.02)), grid)
+    level = opacity_level(values, grid.spacing)
+    assert 1.0 < level < 20.0
+    result = extract(values, grid, level)
+    radius = np.linalg.norm(result.vertices - CENTER, axis=1)
+    assert abs(radius.mean() - RADIUS) < 0.02 * RADIUS, radius.mean()
+    deep = extract(sample_grid(lambda p: 30.0 / (1.0 + np.exp((np.linalg.norm(p - CENTER, axis=1) - RADIUS) / 0.02)),
+                               grid), grid, np.log(2.0) / grid.spacing)
+    assert np.linalg.norm(deep.vertices - CENTER, axis=1).mean() < 0.93 * RADIUS
+
+
 def test_cleanup_drops_a_floater_and_keeps_what_is_asked():
     grid = Grid.around([-1, -1, -1], [1.5, 1, 1], 64)
 

@@ -93,22 +93,38 @@ def fill_cavities(values: np.ndarray, level: float) -> int:
     return count
 
 
-def opacity_level(values: np.ndarray, spacing: float, percentile: float = 10.0) -> float | None:
+def opacity_level(values: np.ndarray, spacing: float, percentile: float = 5.0, facing: float = 0.8) -> float | None:
     """A density level from where the density becomes opaque: along every grid line, in
     both directions of each axis, the density at the first sample where the transmittance
-    from outside falls below 0.5 (lines that never do are left out); the ``percentile`` of
-    those densities. A low percentile keeps the level below nearly every line's surface
-    density, so thin but opaque parts are not punctured. None when no line is opaque."""
+    from outside falls below 0.5, kept where the line meets the surface head-on (the
+    density's gradient there within ``acos(facing)`` of the line: lines grazing a surface
+    turn opaque far out in its thin outskirts); the ``percentile`` of those densities. A low
+    percentile keeps the level below nearly every line's surface density, so thin but opaque
+    parts are not punctured. None when no line is opaque."""
+    shape = np.array(values.shape)
     found = []
     for axis in range(3):
+        others = [a for a in range(3) if a != axis]
         for flip in (False, True):
             a = np.flip(values, axis) if flip else values
             depth = np.cumsum(a, axis=axis, dtype=np.float32) * np.float32(spacing)  # optical depth from outside
             opaque = np.take(depth, -1, axis=axis) > np.log(2.0)
             first = np.argmax(depth > np.log(2.0), axis=axis)
-            density = np.take_along_axis(a, np.expand_dims(first, axis), axis=axis).squeeze(axis)
-            found.append(density[opaque])
             del depth
+            # the crossing samples' indices in the unflipped grid
+            line = np.nonzero(opaque)
+            index = [None, None, None]
+            index[others[0]], index[others[1]] = line[0], line[1]
+            index[axis] = (shape[axis] - 1 - first[opaque]) if flip else first[opaque]
+            index = np.stack(index, -1)
+            gradient = np.empty((len(index), 3), np.float32)
+            for g in range(3):
+                up, down = index.copy(), index.copy()
+                up[:, g] = np.minimum(up[:, g] + 1, shape[g] - 1)
+                down[:, g] = np.maximum(down[:, g] - 1, 0)
+                gradient[:, g] = values[tuple(up.T)] - values[tuple(down.T)]
+            head_on = np.abs(gradient[:, axis]) >= facing * np.linalg.norm(gradient, axis=1)
+            found.append(values[tuple(index[head_on].T)])
     found = np.concatenate(found)
     found = found[found > 0]
     return float(np.percentile(found, percentile)) if len(found) else None

@@ -6,9 +6,10 @@ unbounded scene, its inner cube: the contracted rest is not meshed) cut down to 
 occupancy grid's occupied cells; only grid points in occupied cells are evaluated (the rest
 are empty by the grid's own test). The default level comes from where the field turns
 opaque: along each grid line, from both ends, the density at the first sample where the
-transmittance from outside drops below one half; the 10th percentile of those (a low one,
-so that thin opaque parts are not punctured; a field trained for a short time is soft and
-its surface densities are low, a well trained one's high). Vertex colours: a short
+transmittance from outside drops below one half, on lines meeting the surface head-on;
+the 5th percentile of those (a low one, so that thin opaque parts are not punctured; a
+field trained for a short time is soft and its surface densities are low, a well trained
+one's high). Vertex colours: a short
 ray along ``-normal`` through the vertex (two spacings either side), volume-rendered with
 the field's colour seen from that direction.
 
