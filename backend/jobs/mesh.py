@@ -112,8 +112,15 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
 
     ctx.check_cancelled()
     color_sums = None
+    threads = 0
     if kind == "field":
-        values = sample_grid(source.density, grid, progress=sampled, check_cancelled=ctx.check_cancelled)
+        from ..nerf.cpu import choose_threads, keep_freed_memory
+
+        if str(device) == "cpu":  # the cores other processes leave idle (oversubscribed numba threads crawl)
+            threads = choose_threads(0)
+        with keep_freed_memory(str(device) == "cpu"):
+            values = sample_grid(source.density, grid, max_points=1 << 18, progress=sampled,
+                                 check_cancelled=ctx.check_cancelled)
     else:
         values, color_sums = source.accumulate(grid, progress=sampled, check_cancelled=ctx.check_cancelled)
     ctx.check_cancelled()
@@ -154,4 +161,4 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
             "resolution": list(grid.shape), "spacing": grid.spacing, "bounds": [grid.lo.tolist(), grid.hi.tolist()],
             "extent": extent, "components": result.stats["components"], "kept_components": result.stats["kept"],
             "density_range": [result.stats["density_min"], result.stats["density_max"]],
-            "colors": colors is not None, "device": str(device)}
+            "colors": colors is not None, "device": str(device), "threads": threads}
