@@ -314,3 +314,41 @@ def test_a_mesh_ply_is_not_splats(tmp_path):
     write_mesh_ply(tmp_path / "tri.ply", np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
     proc = run_backend("mesh", "--field", str(tmp_path / "tri.ply"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "is a mesh (it has faces), not Gaussian splats" in proc.stderr
+
+
+def test_cancel_while_sampling_writes_no_mesh(sphere_field, tmp_path):
+    import threading
+
+    cancel = threading.Event()
+    events = []
+
+    def emit(type_, fields):
+        events.append(type_)
+        if type_ == protocol.PROGRESS and fields["stage"] == "sample":
+            cancel.set()
+
+    type_, _ = run_job("mesh", {"resolution": 96}, {"field": str(sphere_field)}, "mesh-cancel", tmp_path / "job", emit,
+                       cancel)
+    assert type_ == protocol.CANCELLED
+    assert not (tmp_path / "job" / "mesh.npz").exists() and not (tmp_path / "job" / "mesh.ply").exists()
+
+
+def test_an_unbounded_field_is_meshed_in_its_inner_cube(sphere_field, tmp_path):
+    """A contracted (unbounded) frame: only its inner cube (centre +- radius) is sampled."""
+    import shutil
+
+    folder = tmp_path / "unbounded"
+    shutil.copytree(sphere_field, folder)
+    meta = json.loads((folder / "field.json").read_text())
+    meta["frame"]["kind"] = "contracted"
+    (folder / "field.json").write_text(json.dumps(meta))
+    with np.load(folder / "field.npz") as data:  # no occupancy grid: the whole inner cube
+        arrays = {k: data[k] for k in data.files if not k.startswith("occupancy.")}
+    np.savez(folder / "field.npz", **arrays)
+    type_, fields = run_job("mesh", {"resolution": 24, "threshold": 1.0, "colors": False}, {"field": str(folder)},
+                            "mesh-unbounded", tmp_path / "job", lambda *a: None)
+    assert type_ == protocol.RESULT, fields
+    lo, hi = (np.array(b) for b in fields["summary"]["bounds"])
+    center, half = np.array(meta["frame"]["center"]), np.array(meta["frame"]["half_size"])
+    np.testing.assert_allclose(lo, center - half, atol=1e-6)
+    assert np.all(hi >= center + half - 1e-6) and np.all(hi <= center + half + half / 24 + 1e-6)
