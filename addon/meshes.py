@@ -38,8 +38,9 @@ def settings_properties() -> dict:
                         "outside; for splats, half the typical density at their centres). Lower it for a "
                         "fuller mesh, raise it to peel off haze"),
         "max_faces": P.IntProperty(
-            name="Max Faces", default=500_000, min=0,
-            description="Simplify to at most this many faces (0: keep every face)"),
+            name="Max Faces", default=300_000, min=0,
+            description="Simplify to at most this many faces (0: keep every face); Bake Texture takes up to its "
+                        "Face Budget (300,000 by default)"),
         "min_component": P.FloatProperty(
             name="Min Piece", default=0.05, min=0.0, max=1.0, subtype="FACTOR",
             description="Drop pieces smaller (in area) than this fraction of the largest piece: floaters"),

@@ -206,34 +206,50 @@ def decimate(
     max_faces: int,
     colors: np.ndarray | None = None,  # [V, C] averaged with the positions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Vertex clustering down to at most ``max_faces`` faces (see the module's docstring)."""
+    """Vertex clustering down to at most ``max_faces`` faces (see the module's docstring):
+    the smallest cell (within 2 %) that meets the budget, found by growing then bisecting."""
     if max_faces <= 0 or len(faces) <= max_faces:
         return vertices, faces, colors
     v = vertices.astype(np.float64)
     lo = v.min(axis=0)
-    area = float(face_areas(vertices, faces).sum())
-    cell = math.sqrt(max(area, 1e-18) / (0.5 * max_faces))  # about one vertex per cell, two faces per vertex
-    for _ in range(60):
+
+    def cluster(cell: float) -> tuple[np.ndarray, np.ndarray]:
         key = np.floor((v - lo) / cell).astype(np.int64)
-        _, cluster = np.unique(key, axis=0, return_inverse=True)
-        cluster = cluster.ravel()
-        m = int(cluster.max()) + 1
-        count = np.bincount(cluster, minlength=m).astype(np.float64)
-        new_faces = cluster[faces]
+        _, label = np.unique(key, axis=0, return_inverse=True)
+        label = label.ravel()
+        new_faces = label[faces]
         good = ((new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2])
                 & (new_faces[:, 0] != new_faces[:, 2]))
         new_faces = new_faces[good]
         # the same triangle twice (either winding) is kept once
         _, first = np.unique(np.sort(new_faces, axis=1), axis=0, return_index=True)
-        new_faces = new_faces[np.sort(first)]
+        return label, new_faces[np.sort(first)]
+
+    area = float(face_areas(vertices, faces).sum())
+    small = math.sqrt(max(area, 1e-18) / (2.0 * max_faces))  # about one vertex per cell, two faces per vertex
+    large = small
+    label, new_faces = cluster(large)
+    for _ in range(60):
         if len(new_faces) <= max_faces:
             break
-        cell *= 1.15
-    new_vertices = np.stack([np.bincount(cluster, v[:, a], minlength=m) for a in range(3)], -1) / count[:, None]
+        small, large = large, large * 1.5
+        label, new_faces = cluster(large)
+    for _ in range(12):  # the smallest cell that meets the budget
+        if large / small < 1.02:
+            break
+        middle = math.sqrt(small * large)
+        trial = cluster(middle)
+        if len(trial[1]) <= max_faces:
+            large, (label, new_faces) = middle, trial
+        else:
+            small = middle
+    m = int(label.max()) + 1
+    count = np.bincount(label, minlength=m).astype(np.float64)
+    new_vertices = np.stack([np.bincount(label, v[:, a], minlength=m) for a in range(3)], -1) / count[:, None]
     new_colors = None
     if colors is not None:
         c = colors.astype(np.float64).reshape(len(v), -1)
-        new_colors = np.stack([np.bincount(cluster, c[:, a], minlength=m) for a in range(c.shape[1])], -1) / count[:, None]
+        new_colors = np.stack([np.bincount(label, c[:, a], minlength=m) for a in range(c.shape[1])], -1) / count[:, None]
         new_colors = new_colors.astype(colors.dtype) if colors.dtype.kind == "f" else np.round(new_colors).astype(colors.dtype)
     new_vertices, new_faces, new_colors = compact(new_vertices.astype(np.float32), new_faces.astype(np.int32), new_colors)
     return new_vertices, new_faces, new_colors
