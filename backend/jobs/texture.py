@@ -124,7 +124,7 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     ctx.progress("load", 1, 1, f"{len(faces):,} faces, {len(cameras)} camera(s)")
 
     ctx.progress("atlas", 0, 1, "unwrapping (xatlas)")
-    atlas = build_atlas(vertices, faces, config.texture_size, config.padding)
+    atlas = build_atlas(vertices, faces, config.texture_size, config.padding, ctx.check_cancelled)
     ctx.check_cancelled()
     texel_index, texel_face, texel_bary = atlas_texels(atlas)
     ctx.progress("atlas", 1, 1, f"{atlas.charts} charts, {atlas.utilization:.0%} of the texture used")

@@ -8,6 +8,7 @@ pixel ``(row r, column c)`` of a ``W x H`` texture is centred at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,47 +54,66 @@ def check_budget(faces: int, size: int, max_faces: int) -> None:
             f"Decimate the mesh to {fit:,} faces or fewer (the mesh job's --max-faces), or raise --texture-size.")
 
 
+JITTERS = (1e-4, 1e-3)  # of the mesh's size: positions xatlas retries on after a crash
+MIN_SHRINK = 0.75  # an atlas up to 1/0.75 times too large is scaled down (its padding with it), not re-packed
+
+
 def build_atlas(
     vertices: np.ndarray,  # [V, 3]
     faces: np.ndarray,  # [F, 3]
     size: int,
     padding: int = 4,
+    check_cancelled: Callable[[], None] | None = None,
 ) -> Atlas:
-    """Charts and packing by xatlas into one ``size x size`` texture, ``padding`` texels
-    between charts (room for the seam padding of the bake)."""
-    xatlas = require("xatlas", "UV atlases")
-    pack = xatlas.PackOptions()
-    pack.padding = int(padding)
-    pack.bilinear = True
-    pack.rotate_charts = True
-    pack.resolution = int(size)  # first pass: xatlas's estimate of the texel density for this size
+    """Charts and packing by xatlas into one ``size x size`` texture, about ``padding``
+    texels between charts (room for the seam padding of the bake).
 
-    def generate():
-        atlas = xatlas.Atlas()
-        atlas.add_mesh(np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32))
-        atlas.generate(xatlas.ChartOptions(), pack)
-        return atlas
+    xatlas picks the texel density for ``size`` by an estimate that can overshoot a little;
+    the packed block is then scaled into the square (``padding`` shrinks by at most
+    ``MIN_SHRINK``). Only a worse miss packs again at a lower density: every pass
+    recomputes the charts, the slow part on large meshes. xatlas runs in a child process
+    (:mod:`.unwrap`); if it crashes, it is tried again on positions moved at random by
+    ``JITTERS`` of the mesh's size (the UVs still belong to the original faces; seen on a
+    perfectly regular icosphere, which a move of 1e-4 unwraps)."""
+    require("xatlas", "UV atlases")
+    from .unwrap import UnwrapCrashed, pack_isolated
 
-    atlas = generate()
-    for _ in range(6):  # its estimate can overshoot: one atlas of free size, shrunk until it fits
-        if atlas.atlas_count == 1 and max(atlas.width, atlas.height) <= size:
+    positions = np.asarray(vertices, np.float64)
+
+    def run(resolution: int, texels_per_unit: float) -> dict:
+        nonlocal positions
+        extent = float(np.ptp(positions, axis=0).max()) or 1.0
+        for attempt, jitter in enumerate((0.0, *JITTERS)):
+            if jitter:  # moved a little: xatlas segments and packs differently (the UVs stay the faces')
+                noise = np.random.default_rng(attempt).normal(0.0, jitter * extent, positions.shape)
+                positions = np.asarray(vertices, np.float64) + noise
+            try:
+                return pack_isolated(positions, faces, resolution, padding, texels_per_unit, check_cancelled)
+            except UnwrapCrashed as exc:
+                crash = exc
+        raise InputError(f"xatlas could not unwrap the mesh ({crash}).",
+                         "Remesh or decimate it (Blender's Decimate modifier) and bake again.")
+
+    result = run(size, 0.0)
+    for _ in range(4):
+        if result["atlas_count"] == 1 and size / max(result["width"], result["height"], 1) >= MIN_SHRINK:
             break
-        pack.resolution = 0
-        pack.texels_per_unit = float(atlas.texels_per_unit) * 0.98 * min(1.0, size / max(atlas.width, atlas.height, 1))
-        atlas = generate()
-    if atlas.atlas_count != 1 or max(atlas.width, atlas.height) > size:
+        # one atlas of free size, at a density that should fit
+        result = run(0, result["texels_per_unit"] * 0.95 * min(1.0, size / max(result["width"], result["height"], 1)))
+    width, height = result["width"], result["height"]
+    scale = min(1.0, size / max(width, height, 1))
+    if result["atlas_count"] != 1 or scale < MIN_SHRINK:
         raise InputError(
-            f"The mesh's {atlas.chart_count:,} UV charts do not fit one {size} x {size} texture.",
+            f"The mesh's {result['chart_count']:,} UV charts do not fit one {size} x {size} texture.",
             "Raise --texture-size, or decimate the mesh (the mesh job's --max-faces).")
-    vmapping, indices, uv = atlas[0]
-    indices = np.asarray(indices, np.int64).reshape(-1, 3)
-    vmapping = np.asarray(vmapping, np.int64)
+    vmapping, indices = result["vmapping"], result["indices"]
     if len(indices) != len(faces) or not np.array_equal(vmapping[indices], np.asarray(faces, np.int64)):
         raise RuntimeError("xatlas changed the faces' order or corners")
-    uv = np.asarray(uv, np.float64) * [atlas.width / size, atlas.height / size]  # into the size x size square
-    uv[:, 1] += 1.0 - atlas.height / size  # the packed block at the top left, as xatlas lays it out
-    return Atlas(vmapping, indices, uv.astype(np.float32), int(size), int(size), int(atlas.chart_count),
-                 float(atlas.utilization) * atlas.width * atlas.height / size**2)
+    block = np.array([width, height], np.float64) * scale / size  # the packed block's share of the square
+    uv = np.asarray(result["uv"], np.float64) * block
+    uv[:, 1] += 1.0 - block[1]  # the block at the top left of the image
+    return Atlas(vmapping, indices, uv.astype(np.float32), int(size), int(size), int(result["chart_count"]),
+                 float(result["utilization"]) * float(block[0] * block[1]))
 
 
 def atlas_texels(atlas: Atlas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from .atlas import Atlas
 from .raster import rasterize
 
 CHUNK = 1 << 20  # texels per step
+NEAREST_SAMPLE = 1 << 18  # seen texels searched for the colour of unseen ones
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,11 @@ def bake(
             from scipy.spatial import cKDTree
 
             seen_idx = torch.nonzero(seen).squeeze(1)
-            _, nearest = cKDTree(points[seen_idx].numpy()).query(points[unseen].numpy(), workers=-1)
+            if len(seen_idx) > NEAREST_SAMPLE:  # a colour from close by is enough: a sample of the seen texels
+                pick = torch.randperm(len(seen_idx), generator=torch.Generator().manual_seed(0))[:NEAREST_SAMPLE]
+                seen_idx = seen_idx[pick]
+            _, nearest = cKDTree(points[seen_idx].numpy()).query(points[unseen].numpy(),
+                                                                  workers=torch.get_num_threads())
             colors[unseen] = colors[seen_idx[torch.from_numpy(np.asarray(nearest, np.int64))]]
             fallback_kind = "nearest"
         else:
