@@ -11,8 +11,9 @@ Measurements (one run, one process):
 
 1. ``step``: one training step of 4096 rays x 64 samples (every sample evaluated: the
    occupancy grid all occupied and no pruning behind opaque samples), forward, backward and
-   optimiser; median of a few after warm-up, wall and CPU seconds. The same batch through
-   the original NeRF's coarse network, once.
+   optimiser; median of a few after warm-up, wall and CPU seconds, and the CPU time of each
+   part (cProfile's self time on the process's CPU clock). The same batch through the
+   original NeRF's coarse network, once.
 2. ``lego``: ../shared/data/lego at 200 x 200 (``--resolution-scale 0.25``), RGBA
    composited on white, frames 0-99 of ``transforms_train.json`` with 10 of them held out
    (every ~9th, as the job's ``holdout_views`` picks them), near 2, far 6, the standard
@@ -47,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402 - bench/_common.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -64,44 +66,21 @@ TARGETS = {"hashgrid_psnr_min_db": 28.0, "speedup_to_baseline_psnr_min": 10.0, "
 CHECKPOINTS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)  # minutes of training, scaled to --minutes
 
 
-class Contention:
-    """CPU time used by other processes while a section ran: the machine's busy time
-    (/proc/stat) minus this process's, per second of wall time, in cores."""
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        guest = sum(values[8:10]) if len(values) > 9 else 0
-        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
+class Contention(_common.Contention):
+    """bench/_common.py's measure of other processes' CPU time, plus the load average at
+    the start and the end of the section."""
 
     def __enter__(self) -> Contention:
-        self.busy0, self.own0, self.wall0 = self._busy(), sum(os.times()[:4]), time.perf_counter()
         self.load0 = os.getloadavg()[0]
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self.wall0
-        busy, own = self._busy(), sum(os.times()[:4]) - self.own0
-        self.result = {"wall_seconds": wall, "own_cpu_seconds": own, "load_average_start": self.load0,
-                       "load_average_end": os.getloadavg()[0]}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            self.result["other_cpu_cores"] = max(0.0, (busy - self.busy0 - own) / wall)
+        super().__exit__(*exc)
+        self.result["load_average_start"] = self.load0
+        self.result["load_average_end"] = os.getloadavg()[0]
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("section", "measurement", "value", "target", "result")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
-
-
-def verdict(ok: bool) -> str:
-    return "pass" if ok else "FAIL"
+table, verdict = _common.table, _common.verdict
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,12 +115,12 @@ def bench_step(rays: int, samples: int, repetitions: int) -> dict:
             times.append(t1 - t0)
             cpu.append(c1 - c0)
             counts.append(n)
-    breakdown = step_breakdown(lambda: trainer_like.step(origins, dirs, target, samples), 2)
+    breakdown = step_breakdown(lambda: trainer_like.step(origins, dirs, target, samples), 3)
     return {"rays": rays, "samples_per_ray": samples, "evaluated_samples": int(statistics.median(counts)),
-            "breakdown_ms": breakdown,
+            "breakdown_cpu_ms": breakdown,
             "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
             "median_cpu_ms": 1000 * statistics.median(cpu), "repetitions": repetitions,
-            "threads": torch.get_num_threads(), "compute_path": "numba hash grid + PyTorch MLPs"
+            "threads": torch.get_num_threads(), "compute_path": "numba hash grid (blocks, prefetched) + PyTorch MLPs"
             if _kernels.AVAILABLE else "PyTorch"}
 
 
@@ -153,21 +132,24 @@ PARTS = {  # function names (cProfile, self time) -> part of a step
     "run_backward": "autograd backward: MLPs, compositing",
     "linear": "MLP forward matmuls",
     "addmm": "MLP forward matmuls",
+    "matmul": "MLP forward matmuls",
 }
 
 
 def step_breakdown(step, repetitions: int) -> dict[str, float]:
-    """Milliseconds per step in each part (self time of the functions in PARTS; the rest: other)."""
+    """CPU milliseconds per step in each part (self time of the functions in PARTS, on the
+    process's CPU clock: every thread's time, less sensitive than wall time to other
+    processes; the rest: other)."""
     import cProfile
     import pstats
 
-    profile = cProfile.Profile()
-    started = time.perf_counter()
+    profile = cProfile.Profile(time.process_time)
+    started = time.process_time()
     profile.enable()
     for _ in range(repetitions):
         step()
     profile.disable()
-    total = time.perf_counter() - started
+    total = time.process_time() - started
     parts: dict[str, float] = {}
     for (_, _, name), (_, _, self_time, _, _) in pstats.Stats(profile).stats.items():
         part = next((p for key, p in PARTS.items() if re.search(rf"(^|[ .']){key}(['>]|$)", name)), None)
@@ -291,6 +273,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: as the product picks them)")
     parser.add_argument("--step-repetitions", type=int, default=5, help="timed steps of 4096 x 64")
     parser.add_argument("--skip-step", action="store_true", help="leave out the step-time measurement")
+    parser.add_argument("--skip-baseline-step", action="store_true",
+                        help="leave out the original NeRF's step (about a minute on 2 cores)")
+    parser.add_argument("--skip-lego", action="store_true", help="leave out the lego training curves")
     args = parser.parse_args()
     baseline_minutes = args.minutes if args.baseline_minutes is None else args.baseline_minutes
 
@@ -316,7 +301,7 @@ def main() -> int:
             print(f"step time, 4096 rays x 64 samples ({threads} threads) ...", flush=True)
             with Contention() as c:
                 step = bench_step(4096, 64, args.step_repetitions)
-                baseline_step = bench_baseline_step(4096, 64)
+                baseline_step = None if args.skip_baseline_step else bench_baseline_step(4096, 64)
             contention["step"] = c.result
             report["step"] = step
             report["baseline_step"] = baseline_step
@@ -325,11 +310,14 @@ def main() -> int:
                          f"{step['median_ms']:.0f} ms", f"<= {TARGETS['step_ms_max']:g} ms",
                          verdict(step["meets_target"])))
             rows.append(("step", "  its CPU time (all threads)", f"{step['median_cpu_ms']:.0f} ms", "", ""))
-            for part, ms in step["breakdown_ms"].items():
-                rows.append(("step", f"  {part}", f"{ms:.0f} ms", "", ""))
-            rows.append(("step", "original NeRF coarse net, 4096 x 64", f"{baseline_step['ms']:.0f} ms", "", ""))
+            for part, ms in step["breakdown_cpu_ms"].items():
+                rows.append(("step", f"  {part}", f"{ms:.0f} ms CPU", "", ""))
+            if baseline_step is not None:
+                rows.append(("step", "original NeRF coarse net, 4096 x 64", f"{baseline_step['ms']:.0f} ms", "", ""))
 
-        if not DATA.is_file():
+        if args.skip_lego:
+            pass
+        elif not DATA.is_file():
             print(f"skipping lego: {DATA} is absent", flush=True)
         else:
             print("loading lego ...", flush=True)

@@ -7,6 +7,16 @@ Each kernel computes the same function as a PyTorch path (:mod:`.hashgrid`, :mod
 that the tests compare it with. Threads: the encoding's forward splits the points in
 ranges, its backward splits the levels (each level's rows of the table belong to one
 thread, so the scatter needs no atomics); both run while torch's own threads are idle.
+
+Memory: the finer levels' tables are 4 MB each (2^19 rows of 2 float32), tens of MB in
+all, so nearly every lookup misses the caches and the encoding waits on memory rather than
+computing. Both encoding kernels therefore work on blocks of 32 points: first the corner
+rows and weights of the whole block, prefetching each cache line they need (LLVM's
+``llvm.prefetch``, an intrinsic written here), then the lookups or the scatter, by which
+time the lines are arriving together rather than one miss after another (1.5 to 2 times
+less time at 4096 x 64 samples). The sparse Adam step reads the gradient a cache line (16
+values) at a time and skips lines without a gradient, which in training (a few thousand
+samples a step) is most of the table.
 """
 
 from __future__ import annotations
