@@ -143,6 +143,28 @@ def trunc_exp(x: Tensor) -> Tensor:
     return _TruncExp.apply(x)
 
 
+class _LinearPlusPerRay(torch.autograd.Function):
+    """``geo @ weight.T`` plus one row of ``per_ray [H, D]`` for each ray's ``K / H``
+    consecutive samples, the sum written into the product's own buffer (no second
+    ``[K, D]`` tensor); the backward sums the gradient over each ray's samples."""
+
+    @staticmethod
+    def forward(ctx, geo: Tensor, weight: Tensor, per_ray: Tensor) -> Tensor:  # [K, G], [D, G], [H, D] -> [K, D]
+        out = geo @ weight.T
+        out.view(per_ray.shape[0], -1, out.shape[1]).add_(per_ray[:, None])
+        ctx.save_for_backward(geo, weight)
+        ctx.rays = per_ray.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        geo, weight = ctx.saved_tensors
+        grad_geo = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = grad.T @ geo if ctx.needs_input_grad[1] else None
+        grad_per_ray = grad.view(ctx.rays, -1, grad.shape[1]).sum(1) if ctx.needs_input_grad[2] else None
+        return grad_geo, grad_weight, grad_per_ray
+
+
 # -- models --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FieldConfig:
@@ -223,7 +245,7 @@ class NGPField(nn.Module):
             from_dir = from_dir.index_select(0, ray_index)
         if from_dir.shape[0] != geo.shape[0] and geo.shape[0] % max(1, from_dir.shape[0]) == 0:
             # S samples per ray: a broadcast add, whose backward is a sum rather than a scatter
-            h = ((geo @ w_geo.T).view(from_dir.shape[0], -1, from_dir.shape[1]) + from_dir[:, None]).view(geo.shape[0], -1)
+            h = _LinearPlusPerRay.apply(geo, w_geo, from_dir)
         else:
             h = torch.addmm(from_dir, geo, w_geo.T)
         for layer in self.color_net[1:]:
