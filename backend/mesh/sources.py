@@ -14,9 +14,9 @@ ray along ``-normal`` through the vertex (two spacings either side), volume-rend
 the field's colour seen from that direction.
 
 Splats (:class:`SplatSource`): the density is ``sum_i opacity_i exp(-d_i^2 / 2)`` (``d_i``
-the Mahalanobis distance to Gaussian ``i``), accumulated on the grid only within three
-standard deviations of each Gaussian, Gaussians grouped by the size of that footprint so
-each group is one vectorised step; each Gaussian's scales are widened to at least half a
+the Mahalanobis distance to Gaussian ``i``), accumulated on the grid only where it adds at least 0.01 (within three standard
+deviations at most), over the box that ellipsoid fits in per axis (flat and faint Gaussians
+cost few samples), Gaussians grouped by box size so each group is one vectorised step; each Gaussian's scales are widened to at least half a
 grid spacing so that thin Gaussians are not missed between samples. The default level is
 half the median density at the centres of the opaque Gaussians (overlapping Gaussians sum to
 several times one's opacity, so a fixed level would sit outside the surface). The region is the Gaussians' centres between their 0.5 and 99.5 percentiles (stray
@@ -35,6 +35,7 @@ from ..errors import InputError
 
 SPLAT_LEVEL_FRACTION = 0.5
 MIN_SCALE = 0.5  # grid spacings: the thinnest a Gaussian is drawn
+CUTOFF = 0.01  # a Gaussian's contribution below this is left out
 MAX_FOOTPRINT = 16  # voxels: half the side of the largest box a Gaussian is accumulated into
 SH_C0 = 0.28209479177387814
 
@@ -187,7 +188,11 @@ class SplatSource:
         ], 1)
 
     def accumulate(self, grid, max_work: int = 1 << 22, progress=None, check_cancelled=None) -> tuple[np.ndarray, np.ndarray]:
-        """The density [nx, ny, nz] and the weighted base colour sums [nx, ny, nz, 3] on ``grid``."""
+        """The density [nx, ny, nz] and the weighted base colour sums [nx, ny, nz, 3] on ``grid``.
+
+        Each Gaussian is drawn into the box its ellipsoid of contribution fits in (``m <
+        2 ln(opacity / CUTOFF)``, at most three standard deviations), per axis, so flat and
+        faint Gaussians cost few samples; Gaussians with the same box size are one step."""
         import torch
 
         shape = np.array(grid.shape)
@@ -195,17 +200,28 @@ class SplatSource:
         density = torch.zeros(total, dtype=torch.float32)
         color = torch.zeros(total, 3, dtype=torch.float32)
         scales = np.maximum(self.scales, MIN_SCALE * grid.spacing)
-        radius = np.clip(np.ceil(3.0 * scales.max(1) / grid.spacing), 1, MAX_FOOTPRINT).astype(np.int64)
-        center = np.round((self.means - grid.lo) / grid.spacing).astype(np.int64)
-        near = np.all((center + radius[:, None] >= 0) & (center - radius[:, None] < shape), axis=1)
         rotations = self.rotations()
-        groups = [r for r in np.unique(radius[near])]
-        work_total = int(sum(int((radius[near] == r).sum()) * (2 * r + 1) ** 3 for r in groups)) or 1
+        reach = np.minimum(9.0, 2.0 * np.log(np.maximum(self.opacity, 1e-12) / CUTOFF))  # m below this counts
+        # half extent of the ellipsoid m <= reach along each world axis: sqrt(reach * Sigma_ii)
+        sigma_diag = np.einsum("nij,nj->ni", rotations ** 2, scales ** 2)
+        radius = np.clip(np.ceil(np.sqrt(np.maximum(reach, 0.0)[:, None] * sigma_diag) / grid.spacing), 1,
+                         MAX_FOOTPRINT).astype(np.int64)
+        center = np.round((self.means - grid.lo) / grid.spacing).astype(np.int64)
+        near = (reach > 0) & np.all((center + radius >= 0) & (center - radius < shape), axis=1)
+        groups, group_of = np.unique(radius[near], axis=0, return_inverse=True)
+        members = np.nonzero(near)[0]
+        order = np.argsort(group_of.ravel(), kind="stable")
+        bounds = np.searchsorted(group_of.ravel()[order], np.arange(len(groups) + 1))
+        work_total = int(sum((bounds[g + 1] - bounds[g]) * np.prod(2 * groups[g] + 1) for g in range(len(groups)))) or 1
         work_done = 0
-        for r in groups:
-            index = np.nonzero(near & (radius == r))[0]
-            side = np.arange(-r, r + 1)
-            offsets = np.stack(np.meshgrid(side, side, side, indexing="ij"), -1).reshape(-1, 3)  # [K, 3]
+        means = self.means.astype(np.float32)
+        inv_scales = (1.0 / scales).astype(np.float32)
+        rotations = rotations.astype(np.float32)
+        lo = grid.lo.astype(np.float32)
+        for g, r in enumerate(groups):
+            index = members[order[bounds[g]:bounds[g + 1]]]
+            axes = [np.arange(-int(k), int(k) + 1) for k in r]
+            offsets = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # [K, 3]
             per_chunk = max(1, max_work // len(offsets))
             for start in range(0, len(index), per_chunk):
                 if check_cancelled is not None:
@@ -213,15 +229,15 @@ class SplatSource:
                 sel = index[start:start + per_chunk]
                 ijk = center[sel][:, None, :] + offsets[None]  # [n, K, 3]
                 valid = np.all((ijk >= 0) & (ijk < shape), axis=-1)
-                d = grid.lo + ijk * grid.spacing - self.means[sel][:, None, :]  # [n, K, 3]
-                local = np.einsum("nkj,nji->nki", d, rotations[sel]) / scales[sel][:, None, :]  # R^T d / s
+                d = lo + ijk.astype(np.float32) * np.float32(grid.spacing) - means[sel][:, None, :]  # [n, K, 3]
+                local = np.einsum("nkj,nji->nki", d, rotations[sel]) * inv_scales[sel][:, None, :]  # R^T d / s
                 m = np.einsum("nki,nki->nk", local, local)
-                valid &= m < 9.0
-                w = self.opacity[sel][:, None] * np.exp(-0.5 * np.where(valid, m, 0.0))
+                valid &= m < reach[sel][:, None]
+                w = self.opacity[sel][:, None].astype(np.float32) * np.exp(-0.5 * m)
                 flat = torch.from_numpy(((ijk[..., 0] * shape[1] + ijk[..., 1]) * shape[2] + ijk[..., 2])[valid])
-                weight = torch.from_numpy(w[valid].astype(np.float32))
+                weight = torch.from_numpy(np.ascontiguousarray(w[valid], dtype=np.float32))
                 density.index_add_(0, flat, weight)
-                rgb = torch.from_numpy(np.broadcast_to(self.rgb[sel][:, None, :], (*valid.shape, 3))[valid].astype(np.float32))
+                rgb = torch.from_numpy(np.repeat(self.rgb[sel].astype(np.float32), valid.sum(1), axis=0))
                 color.index_add_(0, flat, weight[:, None] * rgb)
                 work_done += len(sel) * len(offsets)
                 if progress is not None:
