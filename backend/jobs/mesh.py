@@ -133,6 +133,11 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     del values
     ctx.progress("surface", 1, 1, f"{len(faces)} faces in {result.stats['kept']} piece(s) "
                                   f"({result.stats['components'] - result.stats['kept']} dropped)")
+    on_border = np.any((vertices <= grid.lo + 0.5 * grid.spacing) | (vertices >= grid.hi - 0.5 * grid.spacing), axis=1)
+    if kind == "field" and not source.frame.contracted and on_border.mean() > 0.01:  # an object's box: no surface there
+        ctx.log("warning", f"{100 * on_border.mean():.0f} % of the surface lies on the edge of the sampled region: "
+                           f"haze fills it at density {level:.4g}; raise --threshold (the densities found reach "
+                           f"{result.stats['density_max']:.4g}) or train the field longer")
     ctx.check_cancelled()
     colors = None
     if config.colors:
