@@ -91,9 +91,9 @@ if AVAILABLE:
             px = x[i, 0] * scale + half
             py = x[i, 1] * scale + half
             pz = x[i, 2] * scale + half
-            fx0 = np.float32(math.floor(px))
-            fy0 = np.float32(math.floor(py))
-            fz0 = np.float32(math.floor(pz))
+            fx0 = np.floor(px)
+            fy0 = np.floor(py)
+            fz0 = np.floor(pz)
             fx, fy, fz = px - fx0, py - fy0, pz - fz0
             ux, uy, uz = one - fx, one - fy, one - fz
             x0 = np.int64(fx0) * sx
@@ -106,7 +106,7 @@ if AVAILABLE:
                 hz = z0 + sz if corner & 4 else z0
                 weights[j, corner] = (fx if corner & 1 else ux) * (fy if corner & 2 else uy) * (fz if corner & 4 else uz)
                 index = (hx + hy + hz) if is_dense else (hx ^ hy ^ hz)
-                row = base + _wrap(index, size, is_dense)
+                row = np.uint64(base + _wrap(index, size, is_dense))  # unsigned: no negative-index check
                 rows[j, corner] = row
                 if corner & 1 == 0:
                     if write:
@@ -123,7 +123,7 @@ if AVAILABLE:
         n_levels = scales.shape[0]
         per_worker = (n + n_workers - 1) // n_workers
         for worker in numba.prange(n_workers):
-            rows = np.empty((BLOCK, 8), np.int64)
+            rows = np.empty((BLOCK, 8), np.uint64)
             weights = np.empty((BLOCK, 8), np.float32)
             start = worker * per_worker
             end = min(n, start + per_worker)
@@ -155,7 +155,7 @@ if AVAILABLE:
         n = x.shape[0]
         n_levels = scales.shape[0]
         for worker in numba.prange(n_workers):
-            rows = np.empty((BLOCK, 8), np.int64)
+            rows = np.empty((BLOCK, 8), np.uint64)
             weights = np.empty((BLOCK, 8), np.float32)
             for level in range(worker, n_levels, n_workers):  # interleaved: coarse and fine levels on each
                 scale = scales[level]
