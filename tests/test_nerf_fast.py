@@ -129,22 +129,3 @@ def test_reusing_the_prepass_gives_the_same_render_and_gradients(monkeypatch, mi
     for name in ga:
         scale = float(gb[name].abs().max())
         torch.testing.assert_close(ga[name], gb[name], rtol=0, atol=1e-4 * scale, msg=name)
-
-
-@needs_numba
-def test_fused_colour_output_layer_matches_the_plain_layers(monkeypatch):
-    model = _field().model
-    g = torch.Generator().manual_seed(6)
-    geo = torch.randn(2000, 16, generator=g)
-    dirs = torch.nn.functional.normalize(torch.randn(2000, 3, generator=g), dim=1)
-    weights = torch.randn(2000, 3, generator=g)
-    results = []
-    for fused in (True, False):
-        monkeypatch.setattr(_kernels, "AVAILABLE", fused)
-        model.zero_grad()
-        geo_leaf = geo.clone().requires_grad_()
-        rgb = model.color(geo_leaf, dirs)
-        (rgb * weights).sum().backward()
-        results.append([rgb.detach(), geo_leaf.grad] + [p.grad.clone() for p in model.color_net.parameters()])
-    for fast, plain in zip(*results, strict=True):
-        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

@@ -352,37 +352,3 @@ def visible(points, Ks, w2cs, sizes, min_depth):
     _visible(np.ascontiguousarray(points, np.float64), np.ascontiguousarray(Ks, np.float64),
              np.ascontiguousarray(w2cs, np.float64), np.ascontiguousarray(sizes, np.float64), float(min_depth), out)
     return out
-
-
-if AVAILABLE:
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def _relu_linear3_sigmoid_backward(h, y, grad_y, weight, grad_z, grad_weight_parts, n_workers):
-        n, width = h.shape
-        per_worker = (n + n_workers - 1) // n_workers
-        one = np.float32(1.0)
-        zero = np.float32(0.0)
-        for worker in numba.prange(n_workers):
-            acc = grad_weight_parts[worker]
-            for i in range(worker * per_worker, min(n, (worker + 1) * per_worker)):
-                g0 = grad_y[i, 0] * y[i, 0] * (one - y[i, 0])
-                g1 = grad_y[i, 1] * y[i, 1] * (one - y[i, 1])
-                g2 = grad_y[i, 2] * y[i, 2] * (one - y[i, 2])
-                for j in range(width):
-                    hj = h[i, j]
-                    s = g0 * weight[0, j] + g1 * weight[1, j] + g2 * weight[2, j]
-                    grad_z[i, j] = s if hj > zero else zero
-                    acc[0, j] += g0 * hj
-                    acc[1, j] += g1 * hj
-                    acc[2, j] += g2 * hj
-
-
-def relu_linear3_sigmoid_backward(h, y, grad_y, weight):
-    """The backward of ``y = sigmoid(relu(z) @ weight.T)`` for 3 outputs, in one pass over
-    the rows: ``h = relu(z) [N, D]``, ``y [N, 3]``, ``grad_y [N, 3]``, ``weight [3, D]``
-    (float32, C-contiguous); returns ``grad_z [N, D]`` and ``grad_weight [3, D]``."""
-    workers = _workers(max(1, h.shape[0] // 4096))
-    grad_z = np.empty_like(h)
-    parts = np.zeros((workers, 3, h.shape[1]), np.float32)
-    _relu_linear3_sigmoid_backward(h, y, grad_y, weight, grad_z, parts, workers)
-    return grad_z, parts.sum(0)

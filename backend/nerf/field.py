@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from . import _kernels
 from .hashgrid import HashGrid, HashGridConfig
 
 FORMAT = "recon-nerf"
@@ -142,33 +141,6 @@ class _TruncExp(torch.autograd.Function):
 
 def trunc_exp(x: Tensor) -> Tensor:
     return _TruncExp.apply(x)
-
-
-def _fused_output_ok(z: Tensor, weight: Tensor) -> bool:
-    return (_kernels.AVAILABLE and torch.is_grad_enabled() and weight.requires_grad and z.device.type == "cpu"
-            and z.dtype == torch.float32 and weight.dtype == torch.float32 and weight.shape[0] == 3)
-
-
-class _ReluLinearSigmoid(torch.autograd.Function):
-    """``sigmoid(relu(z) @ weight.T)`` (the colour MLP's last ReLU, output layer and
-    activation) with a backward written out as one numba pass over the rows (the ReLU's
-    mask, the input gradient and the weight gradient together) rather than three passes
-    over the ``[K, 64]`` activations."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, weight: Tensor) -> Tensor:  # [K, D], [3, D] -> [K, 3]
-        h = torch.relu(z)
-        y = torch.sigmoid(h @ weight.T)
-        ctx.save_for_backward(h, y, weight)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y: Tensor):
-        h, y, weight = ctx.saved_tensors
-        grad_z, grad_weight = _kernels.relu_linear3_sigmoid_backward(
-            h.contiguous().numpy(), y.contiguous().numpy(), grad_y.float().contiguous().numpy(),
-            weight.detach().contiguous().numpy())
-        return torch.from_numpy(grad_z), torch.from_numpy(grad_weight)
 
 
 class _LinearPlusPerRay(torch.autograd.Function):
@@ -276,11 +248,6 @@ class NGPField(nn.Module):
             h = _LinearPlusPerRay.apply(geo, w_geo, from_dir)
         else:
             h = torch.addmm(from_dir, geo, w_geo.T)
-        last = self.color_net[-1]
-        if _fused_output_ok(h, last.weight):
-            for layer in self.color_net[1:-2]:
-                h = layer(h)
-            return _ReluLinearSigmoid.apply(h, last.weight)
         for layer in self.color_net[1:]:
             h = layer(h)
         return torch.sigmoid(h)
