@@ -16,14 +16,11 @@ Everything here works on plain numpy arrays and a density function ``f(points [N
   from outside (normals point out of the dense region).
 - :func:`keep_components`: connected components by area; the largest kept, components below
   a fraction of it (floaters) dropped.
-- :func:`decimate`: vertex clustering to a face budget: vertices merged per cell of a
-  uniform grid (their mean position and colour), degenerate and repeated faces dropped; the
-  cell grows until the budget holds.
+- :func:`decimate`: quadric edge collapse to a face budget (``fast_simplification``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,55 +201,30 @@ def decimate(
     vertices: np.ndarray,
     faces: np.ndarray,
     max_faces: int,
-    colors: np.ndarray | None = None,  # [V, C] averaged with the positions
+    colors: np.ndarray | None = None,  # [V, C], each new vertex takes its nearest old vertex's
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Vertex clustering down to at most ``max_faces`` faces (see the module's docstring):
-    the smallest cell (within 2 %) that meets the budget, found by growing then bisecting."""
+    """Quadric edge collapse (``fast_simplification``: Garland-Heckbert error quadrics) down
+    to at most ``max_faces`` faces. It keeps the surface manifold where the input is, which
+    the UV atlas needs: vertex clustering, the earlier method here, left about 10,000 edges
+    shared by three or more faces on a 50,000-face mesh, and xatlas then charted for minutes."""
     if max_faces <= 0 or len(faces) <= max_faces:
         return vertices, faces, colors
-    v = vertices.astype(np.float64)
-    lo = v.min(axis=0)
+    import fast_simplification
 
-    def cluster(cell: float) -> tuple[np.ndarray, np.ndarray]:
-        key = np.floor((v - lo) / cell).astype(np.int64)
-        _, label = np.unique(key, axis=0, return_inverse=True)
-        label = label.ravel()
-        new_faces = label[faces]
-        good = ((new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2])
-                & (new_faces[:, 0] != new_faces[:, 2]))
-        new_faces = new_faces[good]
-        # the same triangle twice (either winding) is kept once
-        _, first = np.unique(np.sort(new_faces, axis=1), axis=0, return_index=True)
-        return label, new_faces[np.sort(first)]
-
-    area = float(face_areas(vertices, faces).sum())
-    small = math.sqrt(max(area, 1e-18) / (2.0 * max_faces))  # about one vertex per cell, two faces per vertex
-    large = small
-    label, new_faces = cluster(large)
-    for _ in range(60):
+    points, new_faces = fast_simplification.simplify(
+        np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64),
+        target_count=max_faces)
+    for _ in range(4):  # it stops near the target, sometimes a few faces above it
         if len(new_faces) <= max_faces:
             break
-        small, large = large, large * 1.5
-        label, new_faces = cluster(large)
-    for _ in range(12):  # the smallest cell that meets the budget
-        if large / small < 1.02:
-            break
-        middle = math.sqrt(small * large)
-        trial = cluster(middle)
-        if len(trial[1]) <= max_faces:
-            large, (label, new_faces) = middle, trial
-        else:
-            small = middle
-    m = int(label.max()) + 1
-    count = np.bincount(label, minlength=m).astype(np.float64)
-    new_vertices = np.stack([np.bincount(label, v[:, a], minlength=m) for a in range(3)], -1) / count[:, None]
+        points, new_faces = fast_simplification.simplify(points, new_faces, target_count=int(max_faces * 0.98))
     new_colors = None
     if colors is not None:
-        c = colors.astype(np.float64).reshape(len(v), -1)
-        new_colors = np.stack([np.bincount(label, c[:, a], minlength=m) for a in range(c.shape[1])], -1) / count[:, None]
-        new_colors = new_colors.astype(colors.dtype) if colors.dtype.kind == "f" else np.round(new_colors).astype(colors.dtype)
-    new_vertices, new_faces, new_colors = compact(new_vertices.astype(np.float32), new_faces.astype(np.int32), new_colors)
-    return new_vertices, new_faces, new_colors
+        from scipy.spatial import cKDTree
+
+        _, nearest = cKDTree(vertices).query(points, k=1)
+        new_colors = colors[nearest]
+    return compact(points.astype(np.float32), new_faces.astype(np.int32), new_colors)
 
 
 def empty_level_set_error(level: float, values: np.ndarray, what: str, option: str = "the threshold (--threshold)") -> InputError:
