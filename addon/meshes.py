@@ -25,7 +25,7 @@ from .jobs import Job, manager
 
 def settings_properties() -> dict:
     """The extraction's settings as bpy properties; the same names and defaults as
-    ``backend/jobs/mesh.py``'s Config (except the face budget)."""
+    ``backend/jobs/mesh.py``'s Config."""
     P = bpy.props
     return {
         "resolution": P.IntProperty(
@@ -38,12 +38,17 @@ def settings_properties() -> dict:
                         "outside; for splats, half the typical density at their centres). Lower it for a "
                         "fuller mesh, raise it to peel off haze"),
         "max_faces": P.IntProperty(
-            name="Max Faces", default=300_000, min=0,
-            description="Simplify to at most this many faces (0: keep every face); Bake Texture takes up to its "
-                        "Face Budget (300,000 by default)"),
+            name="Max Faces", default=100_000, min=0,
+            description="Simplify to at most this many faces (0: keep every face). 100,000 by default: Bake "
+                        "Texture takes up to its Face Budget (300,000 by default), and unwraps 100,000 faces "
+                        "in minutes on a CPU"),
         "min_component": P.FloatProperty(
             name="Min Piece", default=0.05, min=0.0, max=1.0, subtype="FACTOR",
             description="Drop pieces smaller (in area) than this fraction of the largest piece: floaters"),
+        "visible_only": P.BoolProperty(
+            name="Visible Only", default=True,
+            description="Drop the faces none of the field's training cameras sees (surfaces left inside the "
+                        "object). Splats carry no cameras: for them every face is kept"),
         "colors": P.BoolProperty(
             name="Vertex Colors", default=True,
             description="Colour the vertices from the field or the splats (the 'Col' attribute)"),

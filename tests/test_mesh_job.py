@@ -352,3 +352,71 @@ def test_an_unbounded_field_is_meshed_in_its_inner_cube(sphere_field, tmp_path):
     center, half = np.array(meta["frame"]["center"]), np.array(meta["frame"]["half_size"])
     np.testing.assert_allclose(lo, center - half, atol=1e-6)
     assert np.all(hi >= center + half - 1e-6) and np.all(hi <= center + half + half / 24 + 1e-6)
+
+
+# -- faces no camera sees ----------------------------------------------------------------------
+def ring_cameras(center=CENTER, n: int = 8, distance: float = 2.5, size: int = 64):
+    """``n`` pinhole cameras on a tilted ring around ``center``, looking at it (OpenCV axes)."""
+    from backend.nerf.rays import Cameras
+
+    c2w = []
+    for k in range(n):
+        angle = 2 * np.pi * k / n
+        eye = np.asarray(center) + distance * np.array([np.cos(angle), np.sin(angle), 0.4 * (-1) ** k])
+        forward = (np.asarray(center) - eye) / np.linalg.norm(eye - center)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        m = np.eye(4)
+        m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, down, forward, eye
+        c2w.append(m)
+    f = size / (2 * np.tan(np.radians(20)))
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], dtype=torch.float64).repeat(n, 1, 1)
+    return Cameras([f"c{k}" for k in range(n)], K, torch.tensor(np.stack(c2w)), [size] * n, [size] * n,
+                   ["PINHOLE"] * n, [np.zeros(0)] * n)
+
+
+def test_surfaces_inside_the_object_that_no_camera_sees_are_dropped():
+    """A ball with a hollow gap holding a smaller ball (cavities not filled): three nested
+    spheres; the cameras see only the outer one, and only it is kept, whole."""
+    from backend.mesh.visible import seen_faces
+
+    grid = Grid.around(CENTER - 0.7, CENTER + 0.7, 56)
+
+    def nested(p):
+        r = np.linalg.norm(p - CENTER, axis=1)
+        return ((r < RADIUS) & ~((r > 0.25) & (r < 0.35))).astype(np.float32)
+
+    result = extract(sample_grid(nested, grid), grid, 0.5, fill=False, min_fraction=0.0)
+    v, f = result.vertices, result.faces
+    assert result.stats["kept"] == 3
+    seen = seen_faces(v, f, ring_cameras(), tolerance=grid.spacing)
+    kept_v, kept_f, parts = keep_components(v, f[seen], min_fraction=0.05)
+    radius = np.linalg.norm(kept_v - CENTER, axis=1)
+    assert parts["kept"] == 1 and radius.min() > 0.45, (parts, radius.min())
+    outer = np.linalg.norm(v[f].mean(1) - CENTER, axis=1) > 0.42
+    assert seen[outer].mean() > 0.999 and not seen[~outer].any()  # the outer sphere whole, nothing inside
+    assert boundary_edges(kept_f) == 0
+
+
+def test_the_job_keeps_what_the_scene_cameras_see_and_skips_without_cameras(sphere_field, tmp_path):
+    cameras = ring_cameras(size=48)
+    frames = []
+    for k in range(len(cameras)):
+        c2w = cameras.c2w[k].numpy() @ np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV -> transforms.json's OpenGL axes
+        frames.append({"file_path": f"c{k}.png", "transform_matrix": c2w.tolist()})
+    K = cameras.Ks[0].numpy()
+    (tmp_path / "transforms.json").write_text(json.dumps(
+        {"w": 48, "h": 48, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": 24.0, "cy": 24.0, "frames": frames}))
+    type_, fields = run_job("mesh", {"resolution": 64, "colors": False}, {"field": str(sphere_field),
+                            "scene": str(tmp_path / "transforms.json")}, "mesh-visible", tmp_path / "job", lambda t, f: None)
+    assert type_ == protocol.RESULT, fields
+    visibility = fields["summary"]["visibility"]
+    assert visibility["cameras"] == 8 and visibility["hidden_area"] < 0.01, visibility
+    with np.load(tmp_path / "job" / "mesh.npz") as data:
+        assert surface_chamfer(data["vertices"], data["faces"]) < 0.01 * (2 * RADIUS)
+        assert boundary_edges(data["faces"]) == 0
+    # the field names no scene: every face kept, with a note
+    type_, fields = run_job("mesh", {"resolution": 32, "colors": False}, {"field": str(sphere_field)},
+                            "mesh-novis", tmp_path / "job2", lambda t, f: None)
+    assert type_ == protocol.RESULT and "skipped" in fields["summary"]["visibility"], fields
