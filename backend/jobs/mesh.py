@@ -56,6 +56,8 @@ class Config:
     visible_only: bool = option(True, "Drop the faces no training camera sees (surfaces inside the object), using "
                                 "the cameras of the field's scene (or --scene); skipped with a note when there are "
                                 "none, as for splats without cameras")
+    visible_views: int = option(2, "Cameras that must see a face for --visible-only (inner surfaces glimpsed "
+                                "by one camera through a small gap go too); at most the number of cameras", minimum=1)
     visibility_size: int = option(512, "Longest side of the depth maps for --visible-only, pixels (never more than "
                                   "the photos')", minimum=16)
     colors: bool = option(True, "Vertex colours from the field or the splats")
@@ -213,6 +215,7 @@ def keep_visible(ctx: JobContext, config: Config, inputs: Inputs, source, kind: 
     cameras = cameras_from_scene(load_scene(path))  # raises InputError for a bad --scene
     ctx.progress("visible", 0, len(cameras), "faces the cameras see")
     seen = seen_faces(vertices, faces, cameras, size=config.visibility_size, tolerance=spacing,
+                      min_views=config.visible_views,
                       progress=lambda done, total: ctx.progress("visible", done, total, "faces the cameras see"),
                       check_cancelled=ctx.check_cancelled)
     area = face_areas(vertices, faces)

@@ -8,10 +8,15 @@ insides does not remove them). No training camera sees them, so they are dropped
 For each camera the mesh is rendered into a depth map (the texture job's rasteriser,
 :func:`backend.texture.raster.rasterize`, at most ``size`` pixels on a side, never more
 than the photo's). A face is seen by that camera when its centre projects into the image,
-in front of the camera, no deeper than the largest depth of the 3 x 3 pixels around its
-projection plus a tolerance (a grid cell plus two pixel footprints): small faces that own
-no pixel centre still count, and so do faces on a silhouette. The seen faces are then
-grown by ``rings`` rings of faces sharing a vertex, so that thin visible parts survive.
+in front of the camera, no deeper than the mesh's depth at that pixel plus a tolerance
+(``tolerance``, e.g. a grid cell, plus ``pixels`` pixel footprints, more on a surface
+seen edge-on): small faces that own
+no pixel centre still count. A face must be seen by ``min_views`` cameras: inner surfaces
+glimpsed by one camera through a pixel-sized gap in the outer surface are dropped too (on
+the known-geometry benchmark's field, faces 1 % of the diagonal or more off the true
+surface: 9 % of the area seen by one camera or more, 2.7 % by two, while only 0.02 % of the
+area near the true surface is seen by fewer than two). The seen faces can then be grown
+by ``rings`` rings of faces sharing a vertex, so that thin visible parts survive.
 Vectorised over faces; one rasterisation per camera.
 """
 
@@ -29,11 +34,12 @@ def seen_faces(
     size: int = 512,
     tolerance: float = 0.0,  # world units added to the depth test (e.g. a grid cell)
     rings: int = 0,
-    pixels: float = 2.0,  # pixel footprints added to the depth test
+    min_views: int = 1,  # cameras that must see a face (capped at the number of cameras)
+    pixels: float = 1.0,  # pixel footprints added to the depth test
     progress: Callable[[int, int], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> np.ndarray:  # [F] bool
-    """Which faces at least one of ``cameras`` sees (see the module's docstring)."""
+    """Which faces at least ``min_views`` of ``cameras`` see (see the module's docstring)."""
     import torch
 
     from ..texture.bake import project
@@ -41,8 +47,11 @@ def seen_faces(
 
     verts = torch.from_numpy(np.asarray(vertices, np.float64))
     tris = torch.from_numpy(np.asarray(faces, np.int64))
-    centres = verts[tris].mean(1)  # [F, 3]
-    seen = torch.zeros(len(tris), dtype=torch.bool)
+    corners = verts[tris]
+    centres = corners.mean(1)  # [F, 3]
+    normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    seen = torch.zeros(len(tris), dtype=torch.int32)  # cameras that see each face
     for i in range(len(cameras)):
         if check_cancelled is not None:
             check_cancelled()
@@ -63,11 +72,14 @@ def seen_faces(
         px = cxy[idx, 0].long().clamp(0, w - 1)
         py = cxy[idx, 1].long().clamp(0, h - 1)
         footprint = cz[idx] / float(K[0, 0] + K[1, 1]) * 2.0  # one pixel's size at that depth
-        ok = cz[idx] <= depth[py, px] + tolerance + pixels * footprint
-        seen[idx[ok]] = True
+        view = centres[idx] - cameras.c2w[i, :3, 3]
+        facing = (normals[idx] * view).sum(-1).abs() / view.norm(dim=-1).clamp_min(1e-30)
+        slope = 1.0 / facing.clamp_min(0.2)  # depth changes faster across a pixel on a surface seen edge-on
+        ok = cz[idx] <= depth[py, px] + tolerance + pixels * footprint * slope
+        seen[idx[ok]] += 1
         if progress is not None:
             progress(i + 1, len(cameras))
-    mask = seen.numpy()
+    mask = seen.numpy() >= max(1, min(min_views, len(cameras)))
     faces = np.asarray(faces)
     for _ in range(max(0, rings)):  # faces sharing a vertex with a seen face
         touched = np.zeros(len(vertices), bool)
