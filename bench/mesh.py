@@ -15,9 +15,8 @@ sphere (radius 4, the object within radius 1.2) and 5 held-out cameras; its true
 same world frame.
 
 The pipeline runs the real CLIs in subprocesses, as a user would, with their defaults (or
-the ``--*-args`` given; note that the mesh job's default ``--resolution 256`` gave about
-330,000 faces here, over the texture job's default face budget of 300,000: pass
-``--texture-args "--max-faces 400000"`` or ``--mesh-args "--max-faces 300000"``):
+the ``--*-args`` given; the mesh job's default face budget, 100,000, is within the texture
+job's, 300,000; at ``--resolution 256`` it decimates about 290,000 faces seen by the cameras):
 
 1. ``nerf --scene transforms.json --max-minutes M --holdout-views 0`` (all 40 photos train);
 2. ``render-nerf --cameras transforms_test.json --background transparent``: the field's own
