@@ -16,7 +16,7 @@ same world frame.
 
 The pipeline runs the real CLIs in subprocesses, as a user would, with their defaults (or
 the ``--*-args`` given; the mesh job's default face budget, 100,000, is within the texture
-job's, 300,000; at ``--resolution 256`` it decimates about 290,000 faces seen by the cameras):
+job's, 300,000; at ``--resolution 256`` it decimates about 257,000 faces seen by the cameras):
 
 1. ``nerf --scene transforms.json --max-minutes M --holdout-views 0`` (all 40 photos train);
 2. ``render-nerf --cameras transforms_test.json --background transparent``: the field's own

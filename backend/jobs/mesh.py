@@ -225,7 +225,8 @@ def keep_visible(ctx: JobContext, config: Config, inputs: Inputs, source, kind: 
     if len(kept_f) == 0:
         ctx.log("warning", f"no camera of {path} sees the surface: every face kept (are they the field's cameras?)")
         return vertices, faces, {"scene": str(path), "cameras": len(cameras), "hidden_area": hidden, "kept": False}
-    ctx.log("info", f"{100 * hidden:.1f} % of the surface's area is seen by none of the {len(cameras)} cameras: "
+    ctx.log("info", f"{100 * hidden:.1f} % of the surface's area is seen by fewer than "
+                    f"{min(config.visible_views, len(cameras))} of the {len(cameras)} cameras: "
                     f"{len(faces) - len(kept_f)} faces dropped")
     return kept_v, kept_f, {"scene": str(path), "cameras": len(cameras), "hidden_area": round(hidden, 4),
                             "dropped_faces": int(len(faces) - len(kept_f)), "kept_components": parts["kept"]}
