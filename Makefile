@@ -14,9 +14,10 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
-# Runs the main job headless on a bundled default input; writes out/demo.blend and out/demo.png.
+# Runs the jobs headless on inputs it makes; writes out/demo.blend and out/demo*.png.
+# `make demo BODY_PHOTO=path` fits the body to your own photo of a person.
 demo: venv
-	$(PY) tools/demo.py --out out
+	$(PY) tools/demo.py --out out $(if $(BODY_PHOTO),--body-photo "$(BODY_PHOTO)")
 
 test: venv
 	$(PY) -m pytest

@@ -4,16 +4,26 @@
 Installs the extension from its zip into a private Blender profile (under ``out/``), then
 
 1. photographs a textured toy duck on a patterned turntable: Blender renders 24 photos
-   (``out/photos``) from a ring of cameras;
+   (``out/photos``, with alpha: the capture cut out from its backdrop) from a ring of cameras;
 2. solves the cameras from those photos alone with ``bpy.ops.recon.run_sfm`` (pycolmap in
    the backend): one calibrated camera per photo, with the photo as its background, and the
    scene's points in colour, aligned upright and scaled by the known distance between the
    first two cameras; it reports the focal length and camera positions against the truth;
-3. fits a mesh to a scan-like point cloud of the duck with ``bpy.ops.recon.fit_mesh_to_points``;
+3. trains Gaussian splats on the solved cameras with ``bpy.ops.recon.train_splats`` (the
+   "fast" preset, a few minutes), shown as splats and rendered into ``out/demo_splats.png``
+   (``tools/demo_splats.py``);
+4. trains a radiance field on them (``recon.train_field``), extracts its mesh
+   (``recon.extract_mesh``) and bakes a texture onto it from the photos
+   (``recon.bake_texture``), rendered into ``out/demo_mesh.png`` (``tools/demo_mesh.py``);
+5. fits a mesh to a scan-like point cloud of the duck with ``bpy.ops.recon.fit_mesh_to_points``;
+6. fits a rigged body to a photo of a person with ``bpy.ops.recon.fit_body``: a photo it
+   renders of a dressed, posed figure, or ``--body-photo PATH`` (``make demo
+   BODY_PHOTO=path``), previewed in ``out/demo_body.png`` (``tools/demo_body.py``);
 
 and writes ``out/demo.blend`` and the preview ``out/demo.png``.
 
-    python tools/demo.py --out out [--iterations 2000] [--views 24]
+    python tools/demo.py --out out [--iterations 2000] [--views 24] [--train-minutes 3]
+                         [--body-photo PATH]
 """
 
 from __future__ import annotations
@@ -168,8 +178,10 @@ def photograph(scene, folder: Path, views: int, seed: int = 0) -> np.ndarray:
     scene.display.shading.show_cavity = False
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 640, 480, 100
     scene.render.image_settings.file_format = "PNG"
-    scene.world = scene.world or bpy.data.worlds.new("world")
-    scene.world.color = (0.55, 0.6, 0.65)
+    # photos with alpha, as a turntable capture cut out from its backdrop: the splats and the
+    # radiance field learn the duck and its disc, not a grey wall around the cameras
+    scene.render.film_transparent = True
+    scene.render.image_settings.color_mode = "RGBA"
     rng = np.random.default_rng(seed)
     centres = []
     for i in range(views):  # one render per photo
@@ -263,11 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--iterations", type=int, default=2000, help="fit iterations (default: the job's 2000)")
     parser.add_argument("--views", type=int, default=24, help="photos of the capture (default: 24)")
+    parser.add_argument("--train-minutes", type=float, default=3.0,
+                        help="training minutes of the splats and of the radiance field, each (default: 3)")
+    parser.add_argument("--body-photo", type=Path, default=None,
+                        help="a photo of a person to fit a body to (default: a rendered figure)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.body_photo is not None and not args.body_photo.is_file():
+        parser.error(f"--body-photo {args.body_photo}: there is no such file; give the path of a JPEG or PNG photo")
     os.environ["BLENDER_USER_RESOURCES"] = str(out / "blender-user")  # never the user's own profile
     os.environ.setdefault("RECON_JOB_DIR", str(out / "jobs"))
+    # the body model's data, built once (about 3 minutes) and kept beside the environment;
+    # the backend reads this when it starts, so it is set before the first job
+    os.environ.setdefault("RECON_CACHE_DIR", str(ROOT / ".venv" / "recon-cache"))
 
     import bpy
 
@@ -285,6 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     capture.hide_render = True  # the source scene stays in the file, out of the preview
     capture.hide_viewport = True
 
+    from tools.demo_body import fit_body
+    from tools.demo_mesh import textured_mesh
+    from tools.demo_splats import train_splats
+
+    print(f"demo: training splats on the solved cameras ({args.train_minutes:g} minutes at most)")
+    splat_object = train_splats(scene, solved, out, max_minutes=args.train_minutes)
+    splat_object.hide_render = True  # in its own preview, out/demo_splats.png
+    print(f"demo: a textured mesh from a radiance field ({args.train_minutes:g} minutes of training at most)")
+    textured = textured_mesh(scene, solved, out, max_minutes=args.train_minutes)
+
     cloud = build_scene(duck_cloud())
     print(f"demo: fitting a mesh to {len(cloud.data.points)} scanned points (the job log is under {out / 'jobs'})")
     started = time.perf_counter()
@@ -301,10 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     points = next(o for o in solved.objects if o.type == "POINTCLOUD")
     for obj in solved.objects:  # the solve to the left of the scan and the fit, for the preview
         obj.location.x -= 5.5
-    stage(scene, [points, cloud, fit], distance=15.0)
+    points.hide_render = True  # the textured mesh shows the solve in the preview
+    stage(scene, [textured, cloud, fit], distance=15.0)
     blend, png = out / "demo.blend", out / "demo.png"
     scene.render.filepath = str(png)
     bpy.ops.render.render(write_still=True)
+    print("demo: fitting a rigged body to " + (str(args.body_photo) if args.body_photo else "a rendered photo of a person"))
+    fit_body(scene, out, args.body_photo)  # after the preview: the body has its own, out/demo_body.png
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     print(f"demo: wrote {blend} and {png}")
     return 0

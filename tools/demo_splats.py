@@ -17,9 +17,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-PREVIEW_SCALE = 0.5  # of the photos' size, for the preview render
-PREVIEW_SAMPLES = 8
-
 
 def train_splats(scene, collection, out: Path, max_minutes: float = 3.0, iterations: int = 0):
     """Train splats (fast preset, at most ``max_minutes`` of training) on ``collection``'s
@@ -42,36 +39,12 @@ def train_splats(scene, collection, out: Path, max_minutes: float = 3.0, iterati
 
 
 def render_preview(obj, camera, png: Path) -> Path:
-    """Cycles renders ``obj`` alone from ``camera`` into ``png`` (a temporary scene, removed after)."""
-    import bpy
+    """Cycles renders the splats alone from ``camera`` into ``png``, in front of the
+    background they were trained with."""
     from bl_ext.user_default.recon.addon import splats
 
-    preview = bpy.data.scenes.new("splat preview")
-    try:
-        preview.collection.objects.link(obj)
-        preview.camera = camera
-        render = preview.render
-        render.engine = "CYCLES"
-        preview.cycles.device, preview.cycles.samples, preview.cycles.use_denoising = "CPU", PREVIEW_SAMPLES, True
-        render.resolution_x = int(camera.get("recon_width", 640))
-        render.resolution_y = int(camera.get("recon_height", 480))
-        render.resolution_percentage = round(100 * PREVIEW_SCALE)
-        render.film_transparent = False
-        render.image_settings.file_format = "PNG"
-        world = bpy.data.worlds.new("splat preview")
-        preview.world = world
-        world.use_nodes = True
-        background = world.node_tree.nodes.get("Background")
-        if background is not None:  # what the splats were trained in front of
-            value = 1.0 if obj.get("recon_background") == "white" else 0.0
-            background.inputs["Color"].default_value = (value, value, value, 1.0)
-        splats.render_settings(preview, splats.display_blending(obj))
-        render.filepath = str(png)
-        with bpy.context.temp_override(scene=preview):
-            bpy.ops.render.render(write_still=True, scene=preview.name)
-    finally:
-        world = preview.world
-        bpy.data.scenes.remove(preview)
-        if world is not None and world.users == 0:
-            bpy.data.worlds.remove(world)
-    return png
+    from tools.demo_preview import render_alone
+
+    background = 1.0 if obj.get("recon_background") == "white" else 0.0
+    return render_alone(obj, camera, png, background,
+                        configure=lambda scene: splats.render_settings(scene, splats.display_blending(obj)))
