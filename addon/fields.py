@@ -26,7 +26,7 @@ from pathlib import Path
 
 import bpy
 
-from . import scene_export
+from . import previews, scene_export
 from .jobs import Job, manager
 
 FIELD_PROPERTY = "recon_field"
@@ -208,41 +208,10 @@ def finish_train(job: Job, collection: bpy.types.Collection) -> Path:
     return folder
 
 
-_PREVIEW_MTIMES: dict[str, float] = {}
-
-
 def update_preview(job: Job) -> bpy.types.Image | None:
     """Show the job's ``preview.png`` as the image "Recon Field Preview" when it changed since
     last shown; returns the image (None before the first preview)."""
-    path = job.dir / "preview.png"
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return bpy.data.images.get(PREVIEW_IMAGE)
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    key = str(path)
-    if image is not None and _PREVIEW_MTIMES.get(key) == mtime and Path(bpy.path.abspath(image.filepath)) == path:
-        return image
-    _PREVIEW_MTIMES[key] = mtime
-    image = _show_file(PREVIEW_IMAGE, path, sequence=False)
-    try:  # the panel shows the image's preview icon
-        image.preview_ensure().reload()
-    except (AttributeError, RuntimeError):  # no previews in this Blender session
-        pass
-    return image
-
-
-def _show_file(name: str, path: Path, sequence: bool) -> bpy.types.Image:
-    """The image ``name`` showing ``path`` (a file, or the first of a numbered sequence), read
-    from disk again (made when missing)."""
-    image = bpy.data.images.get(name)
-    if image is None or image.source not in ("FILE", "SEQUENCE"):
-        image = bpy.data.images.load(str(path), check_existing=False)
-        image.name = name
-    image.source = "SEQUENCE" if sequence else "FILE"
-    image.filepath = str(path)
-    image.reload()
-    return image
+    return previews.show_preview(PREVIEW_IMAGE, job.dir / "preview.png")
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -287,7 +256,7 @@ def finish_render(job: Job, frames: list[int]) -> bpy.types.Image:
     if missing:
         raise RuntimeError(f"the render job wrote no {missing[0]}")
     sequence = len(frames) > 1
-    image = _show_file(RENDER_IMAGE, files[0], sequence)
+    image = previews.show_file(RENDER_IMAGE, files[0], sequence)
     for window in bpy.context.window_manager.windows if bpy.context.window_manager else ():
         for area in window.screen.areas:
             if area.type != "IMAGE_EDITOR":

@@ -22,7 +22,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import converters, photo_inputs, splats
+from . import converters, photo_inputs, previews, splats
 from .jobs import Job, manager
 
 PREVIEW_IMAGE = "Recon Splat Preview"
@@ -37,7 +37,6 @@ INTRINSIC_COUNT = {
 # job id -> name of the collection its splats go into (job state lives in Python, not the .blend)
 _TARGETS: dict[str, str] = {}
 _IMPORTED: set[str] = set()  # jobs whose splats are in the scene already
-_PREVIEW_STATE: dict[str, float] = {}  # job id -> mtime of the preview last loaded
 
 
 def settings_properties() -> dict:
@@ -234,25 +233,7 @@ def prepare(context, config: dict, collection=None, cameras=None, source: str = 
 # -- while it runs ---------------------------------------------------------------------------------
 def refresh_preview(job: Job) -> bpy.types.Image | None:
     """Load the job's ``preview.png`` into the image "Recon Splat Preview" when it changed."""
-    path = job.dir / "preview.png"
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return bpy.data.images.get(PREVIEW_IMAGE)
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    if image is not None and _PREVIEW_STATE.get(job.id) == mtime and image.filepath == str(path):
-        return image
-    if image is None:
-        image = bpy.data.images.load(str(path))
-        image.name = PREVIEW_IMAGE
-    else:
-        image.filepath = str(path)
-        image.reload()
-    _PREVIEW_STATE[job.id] = mtime
-    preview = image.preview_ensure() if not bpy.app.background else None
-    if preview is not None:
-        preview.reload()
-    return image
+    return previews.show_preview(PREVIEW_IMAGE, job.dir / "preview.png")
 
 
 def preview_refresher(interval: float = PREVIEW_SECONDS):
