@@ -122,6 +122,8 @@ def test_decimation_meets_the_face_budget_and_keeps_the_shape():
     colors = np.tile(np.array([[10, 200, 30]], np.uint8), (len(vertices), 1))
     v, f, c = decimate(vertices, faces, 3000, colors)
     assert len(faces) > 20000 and 2800 < len(f) <= 3000  # the budget, nearly all of it
+    assert len(np.unique(np.sort(f, axis=1), axis=0)) == len(f)  # no triangle twice (Blender would drop it)
+    assert np.all((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
     assert c.shape == (len(v), 3) and np.all(c == [10, 200, 30])
     assert surface_chamfer(v, f) < 0.02 * (2 * RADIUS)
     assert signed_volume(v, f) > 0

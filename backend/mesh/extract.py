@@ -218,6 +218,12 @@ def decimate(
         if len(new_faces) <= max_faces:
             break
         points, new_faces = fast_simplification.simplify(points, new_faces, target_count=int(max_faces * 0.98))
+    # edge collapses can leave a triangle twice (either winding) or with a repeated corner;
+    # Blender's mesh validation would drop those, so they go here
+    new_faces = new_faces[(new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2])
+                          & (new_faces[:, 0] != new_faces[:, 2])]
+    _, first = np.unique(np.sort(new_faces, axis=1), axis=0, return_index=True)
+    new_faces = new_faces[np.sort(first)]
     new_colors = None
     if colors is not None:
         from scipy.spatial import cKDTree
