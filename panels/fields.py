@@ -6,8 +6,7 @@ add their own sub-panels with ``bl_parent_id = "RECON_PT_fields"``."""
 import bpy
 
 from ..addon import fields
-from ..addon.jobs import manager
-from .base import SidebarPanel
+from .base import SidebarPanel, job_progress, running_job, settings_column
 
 
 class RECON_PT_fields(SidebarPanel, bpy.types.Panel):
@@ -23,12 +22,8 @@ class RECON_PT_fields(SidebarPanel, bpy.types.Panel):
         else:
             layout.label(text=collection.name, icon="OUTLINER_COLLECTION")
 
-        col = layout.column()
-        col.use_property_split = True
-        col.use_property_decorate = False
-        for name in fields.SETTING_NAMES:
-            col.prop(settings, name)
-        training = next((job for job in reversed(manager().active_jobs()) if job.kind == "nerf"), None)
+        settings_column(layout, settings, fields.SETTING_NAMES)
+        training = running_job("nerf")
         if training is None:
             row = layout.row()
             row.enabled = collection is not None
@@ -38,12 +33,7 @@ class RECON_PT_fields(SidebarPanel, bpy.types.Panel):
             else:
                 row.operator("recon.train_field", icon="OUTLINER_OB_LIGHTPROBE")
         else:
-            box = layout.box()
-            row = box.row()
-            row.progress(factor=training.fraction, type="BAR", text=f"{training.stage} {100 * training.fraction:.0f}%")
-            row.operator("recon.cancel_job", text="", icon="CANCEL").job = training.id
-            if training.message:
-                box.label(text=training.message)
+            job_progress(layout, training)
 
         preview = bpy.data.images.get(fields.PREVIEW_IMAGE)
         if preview is not None and preview.preview is not None and (training is not None or collection is not None):

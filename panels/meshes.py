@@ -5,8 +5,7 @@ the active splats."""
 import bpy
 
 from ..addon import meshes
-from ..addon.jobs import manager
-from .base import SidebarPanel
+from .base import SidebarPanel, job_progress, running_job, settings_column
 
 
 class RECON_PT_meshes(SidebarPanel, bpy.types.Panel):
@@ -25,20 +24,11 @@ class RECON_PT_meshes(SidebarPanel, bpy.types.Panel):
             layout.label(text=f"From the field of '{collection.name}'", icon="OUTLINER_OB_LIGHTPROBE")
         else:
             layout.label(text="Train a field, or make splats active", icon="INFO")
-        col = layout.column()
-        col.use_property_split = True
-        col.use_property_decorate = False
-        for name in meshes.SETTING_NAMES:
-            col.prop(settings, name)
-        running = next((job for job in reversed(manager().active_jobs()) if job.kind == "mesh"), None)
+        settings_column(layout, settings, meshes.SETTING_NAMES)
+        running = running_job("mesh")
         if running is None:
             row = layout.row()
             row.enabled = splat_object is not None or collection is not None
             row.operator("recon.extract_mesh", icon="MESH_ICOSPHERE")
         else:
-            box = layout.box()
-            row = box.row()
-            row.progress(factor=running.fraction, type="BAR", text=f"{running.stage} {100 * running.fraction:.0f}%")
-            row.operator("recon.cancel_job", text="", icon="CANCEL").job = running.id
-            if running.message:
-                box.label(text=running.message)
+            job_progress(layout, running)

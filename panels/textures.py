@@ -5,8 +5,7 @@ active mesh."""
 import bpy
 
 from ..addon import textures
-from ..addon.jobs import manager
-from .base import SidebarPanel
+from .base import SidebarPanel, job_progress, running_job, settings_column
 
 
 class RECON_PT_textures(SidebarPanel, bpy.types.Panel):
@@ -20,20 +19,11 @@ class RECON_PT_textures(SidebarPanel, bpy.types.Panel):
         mesh = textures.source_mesh(context)
         layout.label(text=mesh.name if mesh is not None else "Make a mesh the active object",
                      icon="MESH_DATA" if mesh is not None else "INFO")
-        col = layout.column()
-        col.use_property_split = True
-        col.use_property_decorate = False
-        for name in textures.SETTING_NAMES:
-            col.prop(settings, name)
-        running = next((job for job in reversed(manager().active_jobs()) if job.kind == "texture"), None)
+        settings_column(layout, settings, textures.SETTING_NAMES)
+        running = running_job("texture")
         if running is None:
             row = layout.row()
             row.enabled = mesh is not None
             row.operator("recon.bake_texture", icon="TEXTURE")
         else:
-            box = layout.box()
-            row = box.row()
-            row.progress(factor=running.fraction, type="BAR", text=f"{running.stage} {100 * running.fraction:.0f}%")
-            row.operator("recon.cancel_job", text="", icon="CANCEL").job = running.id
-            if running.message:
-                box.label(text=running.message)
+            job_progress(layout, running)
