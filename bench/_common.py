@@ -4,6 +4,7 @@ printed table (section, measurement, value, target, result)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -51,3 +52,11 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 def verdict(ok: bool) -> str:
     return "pass" if ok else "FAIL"
+
+
+def write_report(report: dict, out: Path) -> None:
+    """Print the report's table and write the whole report as JSON to ``out``."""
+    print(report["table"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")

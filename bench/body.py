@@ -30,7 +30,6 @@ measured as in ``bench/deform.py`` (cores busy elsewhere while a section ran).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -44,7 +43,7 @@ os.environ.setdefault("RECON_CACHE_DIR", str(ROOT / ".venv" / "recon-cache"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
+from _common import Contention, table, verdict, write_report  # noqa: E402 - bench/_common.py
 
 from backend.body.anny_model import load_anny  # noqa: E402
 from backend.body.fit import FitSettings, Rig, View, fit_body  # noqa: E402
@@ -338,10 +337,7 @@ def main() -> int:
     print()
     print(f"{m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, load average at start "
           f"{m['load_average_at_start'][0]:.2f}")
-    print(report["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

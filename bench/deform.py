@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
+from _common import Contention, table, verdict, write_report  # noqa: E402 - bench/_common.py
 
 from backend.deform.fit import (  # noqa: E402
     FitSettings,
@@ -565,10 +565,7 @@ def main() -> int:
     print()
     print(f"{m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
           f"load average at start {m['load_average_at_start'][0]:.2f}" if m["load_average_at_start"] else "")
-    print(report["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

@@ -35,7 +35,6 @@ the load average; timings taken with other processes busy are slower than on a q
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -388,10 +387,7 @@ def main() -> int:
     print()
     print(f"{m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, load average at start "
           f"{m['load_average_at_start'][0]:.2f}, at end {m['load_average_at_end'][0]:.2f}")
-    print(report["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+    _common.write_report(report, args.out)
     return 0
 
 

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import Contention, table, verdict  # noqa: E402 - bench/_common.py
+from _common import Contention, table, verdict, write_report  # noqa: E402 - bench/_common.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -314,10 +314,7 @@ def main() -> int:
     load = f", load average at start {m['load_average_at_start'][0]:.2f}" if m["load_average_at_start"] else ""
     extra = f", job options: {' '.join(job_args)}" if job_args else ", job defaults"
     print(f"{m['platform']}, {m['cpu_count']} CPUs, pycolmap {m['pycolmap']}{load}{extra}")
-    print(report["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 
