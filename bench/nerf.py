@@ -11,9 +11,9 @@ Measurements (one run, one process):
 
 1. ``step``: one training step of 4096 rays x 64 samples (every sample evaluated: the
    occupancy grid all occupied and no pruning behind opaque samples), forward, backward and
-   optimiser; median of a few after warm-up, wall and CPU seconds, and the CPU time of each
-   part (cProfile's self time on the process's CPU clock). The same batch through the
-   original NeRF's coarse network, once.
+   optimiser, through the trainer's own step (``backend.nerf.fused`` on a CPU); median of a
+   few after warm-up, wall and CPU seconds, and the wall time of each phase (mean over the
+   repetitions). The same batch through the original NeRF's coarse network, once.
 2. ``lego``: ../shared/data/lego at 200 x 200 (``--resolution-scale 0.25``), RGBA
    composited on white, frames 0-99 of ``transforms_train.json`` with 10 of them held out
    (every ~9th, as the job's ``holdout_views`` picks them), near 2, far 6, the standard
@@ -38,7 +38,6 @@ import argparse
 import math
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -51,7 +50,7 @@ import _common  # noqa: E402 - bench/_common.py
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from backend.nerf import _kernels  # noqa: E402
+from backend.nerf import fused  # noqa: E402
 from backend.nerf.cpu import choose_threads, keep_freed_memory  # noqa: E402
 from backend.nerf.field import Field, FieldConfig, NGPField, PENeRF, SceneFrame  # noqa: E402
 from backend.nerf.rays import load_views  # noqa: E402
@@ -114,48 +113,17 @@ def bench_step(rays: int, samples: int, repetitions: int) -> dict:
             times.append(t1 - t0)
             cpu.append(c1 - c0)
             counts.append(n)
-    breakdown = step_breakdown(lambda: trainer_like.step(origins, dirs, target, samples), 3)
+    timings: dict[str, float] = {}
+    for _ in range(repetitions):
+        trainer_like.step(origins, dirs, target, samples, timings)
+    breakdown = {k: round(1000 * v / repetitions, 1) for k, v in timings.items()}
     return {"rays": rays, "samples_per_ray": samples, "evaluated_samples": int(statistics.median(counts)),
-            "breakdown_cpu_ms": breakdown,
+            "breakdown_ms": breakdown,
             "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
             "median_cpu_ms": 1000 * statistics.median(cpu), "repetitions": repetitions,
-            "threads": torch.get_num_threads(), "compute_path": "numba hash grid (blocks, prefetched) + PyTorch MLPs"
-            if _kernels.AVAILABLE else "PyTorch"}
-
-
-PARTS = {  # function names (cProfile, self time) -> part of a step
-    "_encode_forward": "hash encoding forward (numba)",
-    "_encode_backward": "hash encoding backward (numba)",
-    "_sparse_adam": "hash table Adam (numba)",
-    "_sample_occupied": "ray marching (numba)",
-    "run_backward": "autograd backward: MLPs, compositing",
-    "linear": "MLP forward matmuls",
-    "addmm": "MLP forward matmuls",
-    "matmul": "MLP forward matmuls",
-}
-
-
-def step_breakdown(step, repetitions: int) -> dict[str, float]:
-    """CPU milliseconds per step in each part (self time of the functions in PARTS, on the
-    process's CPU clock: every thread's time, less sensitive than wall time to other
-    processes; the rest: other)."""
-    import cProfile
-    import pstats
-
-    profile = cProfile.Profile(time.process_time)
-    started = time.process_time()
-    profile.enable()
-    for _ in range(repetitions):
-        step()
-    profile.disable()
-    total = time.process_time() - started
-    parts: dict[str, float] = {}
-    for (_, _, name), (_, _, self_time, _, _) in pstats.Stats(profile).stats.items():
-        part = next((p for key, p in PARTS.items() if re.search(rf"(^|[ .']){key}(['>]|$)", name)), None)
-        if part is not None:
-            parts[part] = parts.get(part, 0.0) + self_time
-    parts["other (Python, element-wise, optimiser of the MLPs)"] = total - sum(parts.values())
-    return {k: round(1000 * v / repetitions, 1) for k, v in parts.items()}
+            "threads": torch.get_num_threads(),
+            "compute_path": "fused CPU step: numba hash grid + PyTorch MLPs in worker threads, backward written out"
+            if fused.available(fld) else "PyTorch autograd"}
 
 
 class _StepOnly:
@@ -172,16 +140,25 @@ class _StepOnly:
         self.moments = [torch.zeros_like(table), torch.zeros_like(table)]
         self.steps = 0
 
-    def step(self, origins, dirs, target, samples) -> int:
+    def step(self, origins, dirs, target, samples, timings: dict | None = None) -> int:
+        """The trainer's step (``Trainer.step``'s path) on a fixed batch, every sample evaluated."""
         jitter = torch.rand(origins.shape[0], samples)
-        out = render_rays_ngp(self.fld, origins, dirs, torch.ones(3), samples, jitter, min_transmittance=0.0)
-        loss = ((out["rgb"] - target) ** 2).mean()
+        background = torch.ones(origins.shape[0], 3)
         self.mlp.zero_grad(set_to_none=True)
-        loss.backward()
+        if fused.available(self.fld):
+            out = fused.loss_and_grads(self.fld, origins, dirs, background, target, samples, jitter,
+                                       min_transmittance=0.0, threads=torch.get_num_threads(), timings=timings)
+        else:
+            out = render_rays_ngp(self.fld, origins, dirs, background, samples, jitter, min_transmittance=0.0)
+            ((out["rgb"] - target) ** 2).mean().backward()
+        started = time.perf_counter()
         self.mlp.step()
         table = self.fld.model.encoding.table
         self.steps += 1
         self.sparse_adam_step(table, table.grad, *self.moments, self.steps, 1e-2)
+        if timings is not None:
+            timings["Adam (hash table: numba; MLPs)"] = (timings.get("Adam (hash table: numba; MLPs)", 0.0)
+                                                         + time.perf_counter() - started)
         return int(out["samples"])
 
 
@@ -309,8 +286,8 @@ def main() -> int:
                          f"{step['median_ms']:.0f} ms", f"<= {TARGETS['step_ms_max']:g} ms",
                          verdict(step["meets_target"])))
             rows.append(("step", "  its CPU time (all threads)", f"{step['median_cpu_ms']:.0f} ms", "", ""))
-            for part, ms in step["breakdown_cpu_ms"].items():
-                rows.append(("step", f"  {part}", f"{ms:.0f} ms CPU", "", ""))
+            for part, ms in step["breakdown_ms"].items():
+                rows.append(("step", f"  {part}", f"{ms:.0f} ms", "", ""))
             if baseline_step is not None:
                 rows.append(("step", "original NeRF coarse net, 4096 x 64", f"{baseline_step['ms']:.0f} ms", "", ""))
 

@@ -1,0 +1,289 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A training step of the hash-grid field on the CPU with its backward written out.
+
+The same loss and gradients as :func:`.render.render_rays_ngp` followed by
+``F.mse_loss(rgb, target).backward()`` (the tests compare the two), computed without
+autograd's graph:
+
+1. the samples are placed in the occupancy grid's occupied cells (:func:`.render.sample_occupied`)
+   and the hash-grid encoding of all of them is computed at once (numba, every thread);
+2. the rays are cut into chunks of about :data:`CHUNK_SAMPLES` samples, and the chunks are
+   shared out among worker threads, each running PyTorch operations on one thread: the
+   density MLP on every sample, the transmittance, the colour MLP on the samples the light
+   reaches (transmittance above ``min_transmittance``; the others have no colour, as in
+   ``render_rays_ngp``), the compositing and the squared error, then the way back: the
+   compositing's gradient in closed form (``dC/dtau_i = T_{i+1} c_i - S_i``, ``S_i`` the
+   colour composited behind sample ``i``, background included), the MLPs' backward as
+   matrix products, each worker summing its own weight gradients;
+3. the gradient of the encoding's outputs (kept for every sample) is scattered into the
+   table's gradient by the numba backward kernel (every thread, a level per thread).
+
+Why: at 4096 rays x 64 samples the activations are ``[262144, 64]`` float32, 64 MB each;
+autograd's graph keeps a dozen of them and each element-wise pass streams them through
+memory, and PyTorch splits small matrix products badly over 2 threads. A chunk's
+activations (a few MB) stay in the caches, and each thread works on its own chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _kernels
+from .field import Field, NGPField, spherical_harmonics_4
+from .render import T_MIN, ray_spans, sample_occupied
+
+CHUNK_SAMPLES = 8192  # samples per chunk of rays (activations about 2 MB per layer)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def available(fld: Field) -> bool:
+    """Whether ``fld`` trains through this step: an :class:`NGPField` on the CPU with the
+    numba encoding (2 features per level) and float32 parameters."""
+    model = fld.model
+    if not (_kernels.AVAILABLE and isinstance(model, NGPField)):
+        return False
+    table = model.encoding.table
+    return table.device.type == "cpu" and table.dtype == torch.float32 and table.shape[1] == 2
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recon-nerf"), workers
+        return _pool
+
+
+def _linear_weights(net: torch.nn.Sequential) -> list[Tensor]:
+    return [layer.weight for layer in net if isinstance(layer, torch.nn.Linear)]
+
+
+class _Chunks:
+    """What every chunk reads (read-only) and where each writes its encoding gradient."""
+
+    def __init__(self, encoded, grad_encoded, dt, rays_dir_sh, background, target, density_w, color_w, samples,
+                 min_transmittance, scale):
+        self.encoded, self.grad_encoded = encoded, grad_encoded
+        self.dt, self.sh, self.background, self.target = dt, rays_dir_sh, background, target
+        self.density_w, self.color_w = density_w, color_w
+        self.samples, self.min_transmittance, self.scale = samples, min_transmittance, scale
+
+
+def _relu_back(grad: Tensor, activation: Tensor) -> Tensor:
+    return torch.ops.aten.threshold_backward(grad, activation, 0.0)  # a mask and masked_fill_: 40 times slower
+
+
+def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]:
+    """Forward and backward of hit rays ``a:b``; adds into ``grads`` (density layers, then
+    colour layers); returns the chunk's summed squared error and its coloured samples."""
+    s = c.samples
+    r = b - a
+    enc = c.encoded[:, a * s:b * s].transpose(0, 1).reshape(r * s, -1)  # [n, L * 2] from level-major
+    dw, cw = c.density_w, c.color_w
+    n_d = len(dw)
+    # density MLP, every sample
+    hidden_d = []
+    h = enc
+    for i, w in enumerate(dw):
+        h = h @ w.T
+        if i < n_d - 1:
+            h.clamp_min_(0.0)
+            hidden_d.append(h)
+    geo = h  # [n, G]
+    x0 = geo[:, 0]
+    sigma = torch.exp(x0)
+    dt = c.dt[a:b]
+    tau = sigma.view(r, s) * dt
+    csum = torch.cumsum(tau, 1)
+    t_after = torch.exp(-csum)  # T_{i+1}
+    t_before = torch.exp(tau - csum)  # T_i (exclusive)
+    weights = t_before - t_after  # T_i (1 - exp(-tau_i))
+    t_final = t_after[:, -1]
+    keep_mask = t_before > c.min_transmittance
+    every = bool(keep_mask.all())
+    # colour MLP on the kept samples, its direction half once per ray
+    w_first = cw[0]
+    geo_dim = w_first.shape[1] - 16
+    sh = c.sh[a:b]
+    from_dir = sh @ w_first[:, :16].T  # [r, H]
+    if every:
+        geo_k = geo
+        h = geo_k @ w_first[:, 16:].T
+        h.view(r, s, -1).add_(from_dir[:, None])
+        keep = None
+        ray_of = None
+    else:
+        keep = torch.nonzero(keep_mask.flatten()).flatten()
+        ray_of = keep // s
+        geo_k = geo.index_select(0, keep)
+        h = torch.addmm(from_dir.index_select(0, ray_of), geo_k, w_first[:, 16:].T)
+    hidden_c = []
+    for w in cw[1:]:
+        h.clamp_min_(0.0)
+        hidden_c.append(h)
+        h = h @ w.T
+    color_k = torch.sigmoid(h)  # [k, 3]
+    if every:
+        color = color_k.view(r, s, 3)
+    else:
+        color = torch.zeros(r * s, 3).index_copy_(0, keep, color_k).view(r, s, 3)
+    bg = c.background[a:b]
+    wc = weights[..., None] * color
+    rgb = wc.sum(1) + t_final[:, None] * bg
+    err = rgb - c.target[a:b]
+    sq = float((err * err).sum())
+    g = err * c.scale  # dL/dC [r, 3]
+    # compositing, backward
+    # S_i, everything composited behind sample i (background too), summed from the back: a
+    # difference from the front (rgb - cumsum) loses the small values behind an opaque surface
+    behind = torch.flip(torch.cumsum(torch.flip(wc, (1,)), 1), (1,)) - wc + (t_final[:, None] * bg)[:, None, :]
+    d_tau = ((t_after[..., None] * color - behind) * g[:, None, :]).sum(-1)  # [r, s]
+    d_x0 = (d_tau * dt).flatten() * torch.exp(x0.clamp(max=15.0))  # trunc_exp's gradient
+    d_color = (weights[..., None] * g[:, None, :]).view(r * s, 3)
+    # colour MLP, backward
+    d_h = d_color if every else d_color.index_select(0, keep)
+    d_h = d_h * color_k * (1.0 - color_k)
+    n_c = len(cw)
+    first_c = n_d
+    for i in range(n_c - 1, 0, -1):
+        grads[first_c + i].addmm_(d_h.T, hidden_c[i - 1])
+        d_h = _relu_back(d_h @ cw[i], hidden_c[i - 1])
+    grad_first = grads[first_c]
+    grad_first[:, 16:].addmm_(d_h.T, geo_k)
+    if every:
+        d_dir = d_h.view(r, s, -1).sum(1)
+    else:
+        d_dir = torch.zeros(r, d_h.shape[1]).index_add_(0, ray_of, d_h)
+    grad_first[:, :16].addmm_(d_dir.T, sh)
+    d_geo_k = d_h @ w_first[:, 16:]
+    if every:
+        d_geo = d_geo_k
+    else:
+        d_geo = torch.zeros(r * s, geo_dim).index_copy_(0, keep, d_geo_k)
+    d_geo[:, 0] += d_x0
+    # density MLP, backward
+    d_h = d_geo
+    for i in range(n_d - 1, 0, -1):
+        grads[i].addmm_(d_h.T, hidden_d[i - 1])
+        d_h = _relu_back(d_h @ dw[i], hidden_d[i - 1])
+    grads[0].addmm_(d_h.T, enc)
+    d_enc = d_h @ dw[0]  # [n, L * 2]
+    c.grad_encoded[:, a * s:b * s].copy_(d_enc.view(r * s, -1, 2).transpose(0, 1))
+    return sq, (r * s if every else int(keep.numel()))
+
+
+@torch.no_grad()
+def loss_and_grads(
+    fld: Field,
+    origins: Tensor,  # [R, 3]
+    dirs: Tensor,  # [R, 3] unit
+    background: Tensor,  # [R, 3]
+    target: Tensor,  # [R, 3]
+    samples: int,
+    jitter: Tensor,  # [R, S]
+    min_transmittance: float = T_MIN,
+    threads: int = 0,
+    timings: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """``F.mse_loss`` of the rendered rays against ``target``; the gradients are added to
+    the MLP weights' ``.grad`` and the table's ``.grad`` (created when missing), as
+    ``loss.backward()`` would. Returns ``loss`` and ``samples`` (samples that got a colour).
+    ``timings``: wall seconds of each phase are added to it by name."""
+    clock = _Clock(timings)
+    model: NGPField = fld.model
+    table = model.encoding.table
+    n = origins.shape[0]
+    background = background.expand(n, 3).float()
+    spans = ray_spans(origins, dirs, fld.frame, fld.near, fld.far)
+    t, dt, count = sample_occupied(origins, dirs, spans, fld.frame, fld.occupancy, jitter)
+    hit = torch.nonzero(count > 0).flatten()
+    clock("ray marching")
+    dw = [w.detach() for w in _linear_weights(model.density_net)]
+    cw = [w.detach() for w in _linear_weights(model.color_net)]
+    params = _linear_weights(model.density_net) + _linear_weights(model.color_net)
+    miss = torch.ones(n, dtype=torch.bool)
+    miss[hit] = False
+    err_miss = background[miss] - target[miss]
+    total_sq = float((err_miss * err_miss).sum())
+    coloured = 0
+    if hit.numel():
+        th, dth, d = t[hit], dt[hit], dirs[hit]
+        points = origins[hit][:, None, :] + th[..., None] * d[:, None, :]
+        u = fld.frame.to_unit(points.reshape(-1, 3)).clamp_(0.0, 1.0).contiguous()
+        levels = model.encoding.levels
+        ut = np.ascontiguousarray(u.numpy().T)  # [3, N]: the kernels read each axis as a run
+        encoded = np.empty((levels.scales.shape[0], ut.shape[1], 2), np.float32)  # level-major
+        _kernels.encode_forward_levels(ut, table.detach().numpy(), levels.offsets, levels.scales, levels.resolutions,
+                                       levels.dense, encoded)
+        clock("hash encoding forward")
+        grad_encoded = np.empty_like(encoded)
+        chunks = _Chunks(torch.from_numpy(encoded), torch.from_numpy(grad_encoded), dth.float().contiguous(),
+                         spherical_harmonics_4(d.float()), background[hit], target[hit].float(), dw, cw, samples,
+                         float(min_transmittance), 2.0 / (3 * n))
+        h = hit.numel()
+        per = max(1, CHUNK_SAMPLES // samples)
+        bounds = [(a, min(h, a + per)) for a in range(0, h, per)]
+        workers = max(1, min(threads or torch.get_num_threads(), len(bounds)))
+        results = _run_chunks(chunks, bounds, workers, [w.shape for w in dw + cw])
+        clock("MLPs and compositing, forward and backward")
+        grads = [sum(parts) for parts in zip(*(r[0] for r in results), strict=True)]
+        total_sq += sum(r[1] for r in results)
+        coloured = sum(r[2] for r in results)
+        for p, gsum in zip(params, grads, strict=True):
+            p.grad = gsum if p.grad is None else p.grad.add_(gsum)
+        if table.grad is None:
+            table.grad = torch.zeros_like(table)
+        _kernels.encode_backward_levels(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions,
+                                        levels.dense, table.grad.numpy())
+        clock("hash encoding backward")
+    return {"loss": total_sq / (3 * n), "samples": coloured}
+
+
+class _Clock:
+    """Adds the wall time since the previous call to ``timings[name]`` (nothing without ``timings``)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings, self.last = timings, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+            self.last = now
+
+
+def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, shapes) -> list:
+    def work(mine: list[tuple[int, int]]):
+        grads = [torch.zeros(shape) for shape in shapes]
+        sq, coloured = 0.0, 0
+        for a, b in mine:
+            part_sq, part_n = _chunk(chunks, a, b, grads)
+            sq += part_sq
+            coloured += part_n
+        return grads, sq, coloured
+
+    shares = [bounds[i::workers] for i in range(workers)]
+    if workers == 1:
+        return [work(shares[0])]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # each worker thread runs its operations alone
+    try:
+        return list(_executor(workers).map(work, shares))
+    finally:
+        torch.set_num_threads(before)
+
+
+def chunk_count(rays: int, samples: int) -> int:
+    return math.ceil(rays / max(1, CHUNK_SAMPLES // samples))

@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The CPU training step with its backward written out (``backend.nerf.fused``) against
+autograd through a plain PyTorch rendering of the same function: the loss and every
+parameter's gradient, with every sample coloured and with samples behind opaque ones left
+uncoloured, in one worker and in several; and its level-major encoding kernels against the
+PyTorch encoding (values bit for bit against the row-major kernels, and gradients)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backend.nerf import _kernels, fused
+from backend.nerf.field import trunc_exp
+from backend.nerf.hashgrid import hash_encode, level_geometry
+from backend.nerf.render import composite, ray_spans, sample_occupied
+from tests.test_nerf_fast import GRID, _field, _rays
+
+pytestmark = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
+
+
+def reference_loss(fld, origins, dirs, background, target, samples, jitter, min_transmittance):
+    """The same function through autograd: density of every sample, colour of those the
+    light reaches (transmittance above ``min_transmittance``), zero colour for the rest."""
+    model = fld.model
+    spans = ray_spans(origins, dirs, fld.frame, fld.near, fld.far)
+    t, dt, count = sample_occupied(origins, dirs, spans, fld.frame, fld.occupancy, jitter)
+    hit = torch.nonzero(count > 0).flatten()
+    points = origins[hit][:, None, :] + t[hit][..., None] * dirs[hit][:, None, :]
+    u = fld.frame.to_unit(points.reshape(-1, 3)).clamp(0.0, 1.0)
+    geo = model.density_net(hash_encode(u, model.encoding.table, model.encoding.levels, "torch"))
+    sigma = trunc_exp(geo[:, 0]).view(-1, samples)
+    tau = sigma.detach() * dt[hit]
+    lit = torch.exp(-(torch.cumsum(tau, 1) - tau)) > min_transmittance
+    color = model.color(geo, dirs[hit]).view(-1, samples, 3) * lit[..., None]
+    out = composite(sigma, color, dt[hit], background[hit], t[hit])
+    rgb = background.clone().index_copy(0, hit, out["rgb"])
+    return F.mse_loss(rgb, target), int(lit.sum())
+
+
+@pytest.mark.parametrize("density_gain, min_transmittance, threads", [
+    (1.0, 0.0, 1),  # every sample coloured: the chunks' broadcast path
+    (40.0, 1e-2, 1),  # opaque: the samples behind are left out (the gather path)
+    (40.0, 1e-2, 3),  # the same over three worker threads
+])
+def test_fused_step_gives_autograds_loss_and_gradients(density_gain, min_transmittance, threads, monkeypatch):
+    monkeypatch.setattr(fused, "CHUNK_SAMPLES", 16 * 7)  # many chunks, the last one short
+    fld = _field(seed=3, density_gain=density_gain)
+    origins, dirs = _rays(300, seed=4)
+    g = torch.Generator().manual_seed(6)
+    background, target, jitter = torch.rand(300, 3, generator=g), torch.rand(300, 3, generator=g), \
+        torch.rand(300, 16, generator=g)
+    model = fld.model
+
+    loss, lit = reference_loss(fld, origins, dirs, background, target, 16, jitter, min_transmittance)
+    loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    out = fused.loss_and_grads(fld, origins, dirs, background, target, 16, jitter, min_transmittance, threads=threads)
+    assert out["loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert out["samples"] == lit
+    if min_transmittance > 0:
+        assert lit < 0.8 * 16 * 300, "the opaque field should leave samples uncoloured"
+    for name, p in model.named_parameters():
+        scale = float(expected[name].abs().max())
+        assert scale > 0, name
+        torch.testing.assert_close(p.grad, expected[name], rtol=0, atol=3e-5 * scale, msg=name)
+
+
+def test_fused_gradients_add_to_existing_ones():
+    fld = _field(seed=1)
+    origins, dirs = _rays(64, seed=2)
+    g = torch.Generator().manual_seed(0)
+    args = (origins, dirs, torch.rand(64, 3, generator=g), torch.rand(64, 3, generator=g), 8,
+            torch.rand(64, 8, generator=g))
+    fused.loss_and_grads(fld, *args)
+    once = {name: p.grad.clone() for name, p in fld.model.named_parameters()}
+    fused.loss_and_grads(fld, *args)
+    for name, p in fld.model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * once[name], msg=name)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_level_major_encoding_kernels_match_the_row_major_ones_and_pytorch(workers):
+    levels = level_geometry(GRID)  # dense levels of sizes that are not powers of two, and hashed ones
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(1001, 3, generator=g)  # not a multiple of the block
+    x[:7] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.5], [0.5, 0.5, 1.0],
+                          [1.0, 0.25, 0.0], [0.999999, 1.0, 0.0]])  # the cube's faces: the wrap of dense levels
+    xt = np.ascontiguousarray(x.numpy().T)
+    table = torch.rand(levels.rows, 2, generator=g) - 0.5
+    row_major = np.empty((1001, 2 * GRID.levels), np.float32)
+    _kernels._encode_forward(x.numpy(), table.numpy(), levels.offsets, levels.scales, levels.resolutions,
+                             levels.dense, row_major, workers)
+    level_major = np.empty((GRID.levels, 1001, 2), np.float32)
+    _kernels._encode_forward_levels(xt, table.numpy(), levels.offsets, levels.scales, levels.resolutions,
+                                    levels.dense, level_major, workers)
+    assert np.array_equal(level_major, row_major.reshape(1001, -1, 2).transpose(1, 0, 2))
+    torch.testing.assert_close(torch.from_numpy(row_major), hash_encode(x, table, levels, "torch"), rtol=0, atol=2e-6)
+
+    grad_out = torch.randn(1001, 2 * GRID.levels, generator=g)
+    grad_table = np.zeros((levels.rows, 2), np.float32)
+    _kernels._encode_backward_levels(xt, np.ascontiguousarray(grad_out.numpy().reshape(1001, -1, 2).transpose(1, 0, 2)),
+                                     levels.offsets, levels.scales, levels.resolutions, levels.dense, grad_table,
+                                     workers)
+    reference = table.clone().requires_grad_()
+    (hash_encode(x, reference, levels, "torch") * grad_out).sum().backward()
+    torch.testing.assert_close(torch.from_numpy(grad_table), reference.grad, rtol=1e-5, atol=1e-5)
