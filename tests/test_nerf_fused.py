@@ -2,21 +2,19 @@
 """The CPU training step with its backward written out (``backend.nerf.fused``) against
 autograd through a plain PyTorch rendering of the same function: the loss and every
 parameter's gradient, with every sample coloured and with samples behind opaque ones left
-uncoloured, in one worker and in several; and its level-major encoding kernels against the
-PyTorch encoding (values bit for bit against the row-major kernels, and gradients)."""
+uncoloured, in one worker and in several, and whether it adds to gradients already there."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from backend.nerf import _kernels, fused
 from backend.nerf.field import trunc_exp
-from backend.nerf.hashgrid import hash_encode, level_geometry
+from backend.nerf.hashgrid import hash_encode
 from backend.nerf.render import composite, ray_spans, sample_occupied
-from tests.test_nerf_fast import GRID, _field, _rays
+from tests.test_nerf_fast import _field, _rays
 
 pytestmark = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
 
@@ -81,31 +79,3 @@ def test_fused_gradients_add_to_existing_ones():
     fused.loss_and_grads(fld, *args)
     for name, p in fld.model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * once[name], msg=name)
-
-
-@pytest.mark.parametrize("workers", [1, 3])
-def test_level_major_encoding_kernels_match_the_row_major_ones_and_pytorch(workers):
-    levels = level_geometry(GRID)  # dense levels of sizes that are not powers of two, and hashed ones
-    g = torch.Generator().manual_seed(5)
-    x = torch.rand(1001, 3, generator=g)  # not a multiple of the block
-    x[:7] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.5], [0.5, 0.5, 1.0],
-                          [1.0, 0.25, 0.0], [0.999999, 1.0, 0.0]])  # the cube's faces: the wrap of dense levels
-    xt = np.ascontiguousarray(x.numpy().T)
-    table = torch.rand(levels.rows, 2, generator=g) - 0.5
-    row_major = np.empty((1001, 2 * GRID.levels), np.float32)
-    _kernels._encode_forward(x.numpy(), table.numpy(), levels.offsets, levels.scales, levels.resolutions,
-                             levels.dense, row_major, workers)
-    level_major = np.empty((GRID.levels, 1001, 2), np.float32)
-    _kernels._encode_forward_levels(xt, table.numpy(), levels.offsets, levels.scales, levels.resolutions,
-                                    levels.dense, level_major, workers)
-    assert np.array_equal(level_major, row_major.reshape(1001, -1, 2).transpose(1, 0, 2))
-    torch.testing.assert_close(torch.from_numpy(row_major), hash_encode(x, table, levels, "torch"), rtol=0, atol=2e-6)
-
-    grad_out = torch.randn(1001, 2 * GRID.levels, generator=g)
-    grad_table = np.zeros((levels.rows, 2), np.float32)
-    _kernels._encode_backward_levels(xt, np.ascontiguousarray(grad_out.numpy().reshape(1001, -1, 2).transpose(1, 0, 2)),
-                                     levels.offsets, levels.scales, levels.resolutions, levels.dense, grad_table,
-                                     workers)
-    reference = table.clone().requires_grad_()
-    (hash_encode(x, reference, levels, "torch") * grad_out).sum().backward()
-    torch.testing.assert_close(torch.from_numpy(grad_table), reference.grad, rtol=1e-5, atol=1e-5)
