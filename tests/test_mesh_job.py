@@ -96,6 +96,23 @@ def test_the_automatic_level_of_a_soft_field_finds_its_surface():
     assert np.linalg.norm(deep.vertices - CENTER, axis=1).mean() < 0.93 * RADIUS
 
 
+def test_a_steep_density_is_interpolated_in_log_space():
+    """A density rising by orders of magnitude across its surface (as a trained field's does):
+    the vertices land on the level set within a few hundredths of a cell, where interpolating
+    the density itself along the cube edges leaves them a staircase about a cell deep."""
+    from skimage import measure
+
+    grid = Grid.around(CENTER - 0.8, CENTER + 0.8, 48)
+    level = 50.0
+    values = sample_grid(lambda p: level * np.exp((RADIUS - np.linalg.norm(p - CENTER, axis=1)) / 0.01), grid)
+    vertices, _ = level_set(values, level, grid)
+    error = np.abs(np.linalg.norm(vertices - CENTER, axis=1) - RADIUS) / grid.spacing
+    assert error.mean() < 0.03 and error.max() < 0.2, (error.mean(), error.max())
+    linear, *_ = measure.marching_cubes(values, level=level, spacing=(grid.spacing,) * 3)
+    linear_error = np.abs(np.linalg.norm(linear + grid.lo - CENTER, axis=1) - RADIUS) / grid.spacing
+    assert linear_error.mean() > 5 * error.mean(), (linear_error.mean(), error.mean())
+
+
 def test_cleanup_drops_a_floater_and_keeps_what_is_asked():
     grid = Grid.around([-1, -1, -1], [1.5, 1, 1], 64)
 

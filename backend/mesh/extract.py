@@ -127,14 +127,27 @@ def opacity_level(values: np.ndarray, spacing: float, percentile: float = 5.0, f
     return float(np.percentile(found, percentile)) if len(found) else None
 
 
+LOG_FLOOR = 1e-6  # densities below this fraction of the level count as this much, in log space
+
+
 def level_set(values: np.ndarray, level: float, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of ``values >= level``: vertices [V, 3] float32 in world units and
-    faces [F, 3] int32 wound so that their normals point towards lower values."""
+    faces [F, 3] int32 wound so that their normals point towards lower values.
+
+    A density (no negative values, a positive level) is interpolated along the cube edges in
+    log space: it rises by orders of magnitude from one grid point to the next across a
+    surface, and a linear interpolation puts nearly every vertex next to the outer grid point
+    (a staircase of a third of a cell on average); its logarithm changes about linearly
+    there, as a distance would."""
     from skimage import measure
 
     lo, hi = float(values.min()), float(values.max())
     if not lo < level < hi:
         raise ValueError(f"level {level:g} outside the sampled range [{lo:g}, {hi:g}]")
+    if lo >= 0.0 and level > 0.0:
+        floor = np.float32(level * LOG_FLOOR)
+        values = np.log(np.maximum(values, floor))
+        level = float(np.log(np.float32(level)))
     vertices, faces, _normals, _values = measure.marching_cubes(
         values, level=level, spacing=(grid.spacing,) * 3, gradient_direction="descent", allow_degenerate=False)
     vertices = (vertices + grid.lo).astype(np.float32)
