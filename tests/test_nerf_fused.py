@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not ins
 
 
 def reference_loss(fld, origins, dirs, background, target, samples, jitter, min_transmittance):
-    """The same function through autograd: density of every sample, colour of those the
-    light reaches (transmittance above ``min_transmittance``), zero colour for the rest."""
+    """The same function through autograd: the samples the light reaches (transmittance
+    above ``min_transmittance``, from every sample's density) with their density and
+    colour, the rest left out (no density, no colour)."""
     model = fld.model
     spans = ray_spans(origins, dirs, fld.frame, fld.near, fld.far)
     t, dt, count = sample_occupied(origins, dirs, spans, fld.frame, fld.occupancy, jitter)
@@ -33,7 +34,7 @@ def reference_loss(fld, origins, dirs, background, target, samples, jitter, min_
     tau = sigma.detach() * dt[hit]
     lit = torch.exp(-(torch.cumsum(tau, 1) - tau)) > min_transmittance
     color = model.color(geo, dirs[hit]).view(-1, samples, 3) * lit[..., None]
-    out = composite(sigma, color, dt[hit], background[hit], t[hit])
+    out = composite(sigma * lit, color, dt[hit], background[hit], t[hit])
     rgb = background.clone().index_copy(0, hit, out["rgb"])
     return F.mse_loss(rgb, target), int(lit.sum())
 

@@ -1,22 +1,24 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A training step of the hash-grid field on the CPU with its backward written out.
 
-The same loss and gradients as :func:`.render.render_rays_ngp` followed by
-``F.mse_loss(rgb, target).backward()`` (the tests compare the two), computed without
-autograd's graph:
+The loss and gradients of :func:`.render.render_rays_ngp` followed by
+``F.mse_loss(rgb, target).backward()``, computed without autograd's graph (the tests compare
+it with autograd through a plain PyTorch rendering). Samples behind ``min_transmittance``
+(a suffix of each ray) are left out, density and colour, as ``render_rays_ngp`` does when it
+evaluates the kept samples again: at most that much light is lost, and neither their MLPs'
+backward nor their encoding's is computed.
 
 1. the samples are placed in the occupancy grid's occupied cells (:func:`.render.sample_occupied`)
    and the hash-grid encoding of all of them is computed at once (numba, every thread);
 2. the rays are cut into chunks of about :data:`CHUNK_SAMPLES` samples, and the chunks are
    shared out among worker threads, each running PyTorch operations on one thread: the
    density MLP on every sample, the transmittance, the colour MLP on the samples the light
-   reaches (transmittance above ``min_transmittance``; the others have no colour, as in
-   ``render_rays_ngp``), the compositing and the squared error, then the way back: the
+   reaches, the compositing and the squared error, then the way back: the
    compositing's gradient in closed form (``dC/dtau_i = T_{i+1} c_i - S_i``, ``S_i`` the
    colour composited behind sample ``i``, background included), the MLPs' backward as
    matrix products, each worker summing its own weight gradients;
-3. the gradient of the encoding's outputs (kept for every sample) is scattered into the
-   table's gradient by the numba backward kernel (every thread, a level per thread).
+3. the gradient of the encoding's outputs (kept for every sample reached) is scattered into
+   the table's gradient by the numba backward kernel (every thread, a level per thread).
 
 Why: at 4096 rays x 64 samples the activations are ``[262144, 64]`` float32, 64 MB each;
 autograd's graph keeps a dozen of them and each element-wise pass streams them through
@@ -26,7 +28,6 @@ activations (a few MB) stay in the caches, and each thread works on its own chun
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,7 @@ class _Chunks:
     def __init__(self, encoded, grad_encoded, dt, rays_dir_sh, background, target, density_w, color_w, samples,
                  min_transmittance, scale):
         self.encoded, self.grad_encoded = encoded, grad_encoded
+        self.kept = torch.empty(encoded.shape[0], dtype=torch.bool)  # samples the light reaches
         self.dt, self.sh, self.background, self.target = dt, rays_dir_sh, background, target
         self.density_w, self.color_w = density_w, color_w
         self.samples, self.min_transmittance, self.scale = samples, min_transmittance, scale
@@ -107,16 +109,18 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
     sigma = torch.exp(x0)
     dt = c.dt[a:b]
     tau = sigma.view(r, s) * dt
+    keep_mask = torch.exp(tau - torch.cumsum(tau, 1)) > c.min_transmittance  # the light reaches them
+    every = bool(keep_mask.all())
+    if not every:  # the samples behind are left out: no density, no colour (a suffix of each ray)
+        tau = tau * keep_mask
     csum = torch.cumsum(tau, 1)
     t_after = torch.exp(-csum)  # T_{i+1}
     t_before = torch.exp(tau - csum)  # T_i (exclusive)
     weights = t_before - t_after  # T_i (1 - exp(-tau_i))
     t_final = t_after[:, -1]
-    keep_mask = t_before > c.min_transmittance
-    every = bool(keep_mask.all())
+    c.kept[a * s:b * s] = keep_mask.flatten()
     # colour MLP on the kept samples, its direction half once per ray
     w_first = cw[0]
-    geo_dim = w_first.shape[1] - 16
     sh = c.sh[a:b]
     from_dir = sh @ w_first[:, :16].T  # [r, H]
     if every:
@@ -168,19 +172,19 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
     else:
         d_dir = torch.zeros(r, d_h.shape[1]).index_add_(0, ray_of, d_h)
     grad_first[:, :16].addmm_(d_dir.T, sh)
-    d_geo_k = d_h @ w_first[:, 16:]
-    if every:
-        d_geo = d_geo_k
-    else:
-        d_geo = torch.zeros(r * s, geo_dim).index_copy_(0, keep, d_geo_k)
-    d_geo[:, 0] += d_x0
-    # density MLP, backward
+    d_geo = d_h @ w_first[:, 16:]
+    d_geo[:, 0] += d_x0 if every else d_x0.index_select(0, keep)
+    # density MLP, backward (the kept samples only)
     d_h = d_geo
     for i in range(n_d - 1, 0, -1):
-        grads[i].addmm_(d_h.T, hidden_d[i - 1])
-        d_h = _relu_back(d_h @ dw[i], hidden_d[i - 1])
-    grads[0].addmm_(d_h.T, enc)
-    torch.mm(d_h, dw[0], out=c.grad_encoded[a * s:b * s])
+        hidden = hidden_d[i - 1] if every else hidden_d[i - 1].index_select(0, keep)
+        grads[i].addmm_(d_h.T, hidden)
+        d_h = _relu_back(d_h @ dw[i], hidden)
+    grads[0].addmm_(d_h.T, enc if every else enc.index_select(0, keep))
+    if every:
+        torch.mm(d_h, dw[0], out=c.grad_encoded[a * s:b * s])
+    else:
+        c.grad_encoded[a * s:b * s].zero_().index_copy_(0, keep, d_h @ dw[0])
     return sq, (r * s if every else int(keep.numel()))
 
 
@@ -245,6 +249,9 @@ def loss_and_grads(
             p.grad = gsum if p.grad is None else p.grad.add_(gsum)
         if table.grad is None:
             table.grad = torch.zeros_like(table)
+        if not bool(chunks.kept.all()):  # the samples left out have no gradient: skip them
+            kept = torch.nonzero(chunks.kept).flatten().numpy()
+            ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), grad_encoded[kept]
         _kernels._encode_backward(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
                                   table.grad.numpy(), _kernels._workers(len(levels.scales)))
         clock("hash encoding backward")
@@ -283,7 +290,3 @@ def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, sh
         return list(_executor(workers).map(work, shares))
     finally:
         torch.set_num_threads(before)
-
-
-def chunk_count(rays: int, samples: int) -> int:
-    return math.ceil(rays / max(1, CHUNK_SAMPLES // samples))
