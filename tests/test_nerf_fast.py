@@ -55,8 +55,8 @@ def test_blocked_encoding_kernels_match_the_pytorch_path_with_any_workers(worker
 
     grad_out = torch.randn(1001, 2 * GRID.levels, generator=g)
     grad_table = np.zeros((levels.rows, 2), np.float32)
-    _kernels._encode_backward(np.ascontiguousarray(x.numpy().T), grad_out.numpy(), levels.offsets, levels.scales, levels.resolutions,
-                              levels.dense, grad_table, workers)
+    _kernels.encode_backward_t(np.ascontiguousarray(x.numpy().T), grad_out.numpy(), levels.offsets, levels.scales,
+                               levels.resolutions, levels.dense, grad_table, workers=workers)
     reference = table.clone().requires_grad_()
     (hash_encode(x, reference, levels, "torch") * grad_out).sum().backward()
     torch.testing.assert_close(torch.from_numpy(grad_table), reference.grad, rtol=1e-5, atol=1e-5)

@@ -65,6 +65,8 @@ class Config:
     checkpoint_seconds: float = option(60.0, "Save a checkpoint this often (training seconds)", minimum=1.0)
     resume: bool = option(True, "Continue from the checkpoint in the output folder when there is one")
     seed: int = option(0, "Random seed")
+    threads: int = option(0, "CPU threads (0: the cores other processes leave idle, checked every minute)",
+                          minimum=0)
     device: str = option("auto", "Compute device", ("auto", "cpu", "cuda"))
 
 
@@ -83,7 +85,7 @@ def settings_from_config(config: Config):
         kind=config.field, iterations=iterations, max_seconds=60.0 * config.max_minutes, rays=config.rays,
         samples=config.samples, fine_samples=config.fine_samples, lr=config.lr,
         grid_resolution=config.grid_resolution, background=config.background, seed=config.seed,
-        hashgrid=HashGridConfig(levels=config.levels, features=config.features_per_level,
+        threads=config.threads, hashgrid=HashGridConfig(levels=config.levels, features=config.features_per_level,
                                 log2_table_size=config.log2_table_size, base_resolution=config.base_resolution,
                                 finest_resolution=config.finest_resolution),
     )

@@ -137,8 +137,8 @@ def level_set(values: np.ndarray, level: float, grid: Grid) -> tuple[np.ndarray,
     A density (no negative values, a positive level) is interpolated along the cube edges in
     log space: it rises by orders of magnitude from one grid point to the next across a
     surface, and a linear interpolation puts nearly every vertex next to the outer grid point
-    (a staircase of a third of a cell on average); its logarithm changes about linearly
-    there, as a distance would."""
+    (a tenth of a cell off on average, a third at worst, on an exponential ramp); its
+    logarithm changes about linearly there, as a distance would."""
     from skimage import measure
 
     lo, hi = float(values.min()), float(values.max())

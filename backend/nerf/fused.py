@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import _kernels
 from .field import Field, NGPField, spherical_harmonics_4
+from .hashgrid import adam_constants
 from .render import T_MIN, ray_spans, sample_occupied
 
 CHUNK_SAMPLES = 8192  # samples per chunk of rays (activations about 2 MB per layer)
@@ -200,11 +201,15 @@ def loss_and_grads(
     min_transmittance: float = T_MIN,
     threads: int = 0,
     timings: dict[str, float] | None = None,
+    table_adam: tuple[Tensor, Tensor, int, float] | None = None,
 ) -> dict[str, float]:
     """``F.mse_loss`` of the rendered rays against ``target``; the gradients are added to
     the MLP weights' ``.grad`` and the table's ``.grad`` (created when missing), as
     ``loss.backward()`` would. Returns ``loss`` and ``samples`` (samples that got a colour).
-    ``timings``: wall seconds of each phase are added to it by name."""
+    ``timings``: wall seconds of each phase are added to it by name. ``table_adam``:
+    ``(exp_avg, exp_avg_sq, step, lr)``: the table takes :func:`.hashgrid.sparse_adam_step`'s
+    step inside the encoding's backward instead, each level's rows right after their scatter
+    (their gradients still in the caches), and its ``.grad`` is left zeroed."""
     clock = _Clock(timings)
     model: NGPField = fld.model
     table = model.encoding.table
@@ -252,9 +257,13 @@ def loss_and_grads(
         if not bool(chunks.kept.all()):  # the samples left out have no gradient: skip them
             kept = torch.nonzero(chunks.kept).flatten().numpy()
             ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), grad_encoded[kept]
-        _kernels._encode_backward(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
-                                  table.grad.numpy(), _kernels._workers(len(levels.scales)))
-        clock("hash encoding backward")
+        adam = None
+        if table_adam is not None:
+            exp_avg, exp_avg_sq, step, lr = table_adam
+            adam = (table.detach().numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), *adam_constants(step, lr))
+        _kernels.encode_backward_t(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
+                                   table.grad.numpy(), adam)
+        clock("hash encoding backward" + (" and the table's Adam" if adam is not None else ""))
     return {"loss": total_sq / (3 * n), "samples": coloured}
 
 
@@ -272,21 +281,28 @@ class _Clock:
 
 
 def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, shapes) -> list:
-    def work(mine: list[tuple[int, int]]):
+    """Each worker takes the next chunk not yet taken until none is left (chunks cost
+    unequal times: rays that miss, samples left out), summing its own weight gradients."""
+    queue = iter(bounds)
+    lock = threading.Lock()
+
+    def work(_worker: int):
         grads = [torch.zeros(shape) for shape in shapes]
         sq, coloured = 0.0, 0
-        for a, b in mine:
-            part_sq, part_n = _chunk(chunks, a, b, grads)
+        while True:
+            with lock:
+                span = next(queue, None)
+            if span is None:
+                return grads, sq, coloured
+            part_sq, part_n = _chunk(chunks, span[0], span[1], grads)
             sq += part_sq
             coloured += part_n
-        return grads, sq, coloured
 
-    shares = [bounds[i::workers] for i in range(workers)]
     if workers == 1:
-        return [work(shares[0])]
+        return [work(0)]
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # each worker thread runs its operations alone
     try:
-        return list(_executor(workers).map(work, shares))
+        return list(_executor(workers).map(work, range(workers)))
     finally:
         torch.set_num_threads(before)
