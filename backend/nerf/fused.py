@@ -42,6 +42,7 @@ from .hashgrid import adam_constants
 from .render import T_MIN, ray_spans, sample_occupied
 
 CHUNK_SAMPLES = 8192  # samples per chunk of rays (activations about 2 MB per layer)
+MIN_CHUNKS_PER_WORKER = 4  # fewer chunks than this per worker thread: no worker threads
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -298,8 +299,8 @@ def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, sh
             sq += part_sq
             coloured += part_n
 
-    if workers == 1:
-        return [work(0)]
+    if workers == 1 or len(bounds) < MIN_CHUNKS_PER_WORKER * workers:
+        return [work(0)]  # a small batch: in this thread, PyTorch's own threads splitting each operation
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # each worker thread runs its operations alone
     try:
