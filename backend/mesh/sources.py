@@ -9,7 +9,12 @@ opaque: along each grid line, from both ends, the density at the first sample wh
 transmittance from outside drops below one half, on lines meeting the surface head-on;
 the 5th percentile of those (a low one, so that thin opaque parts are not punctured; a
 field trained for a short time is soft and its surface densities are low, a well trained
-one's high). Vertex colours: a short
+one's high), halved (:data:`FIELD_LEVEL_FRACTION`): a trained field's density rises over a
+few grid cells around the true surface (the photos blur it over about a pixel), and the
+level set of the crossing density itself lies about a fifth of a cell inside it. On the
+known scene of ``bench/mesh.py`` (two fields trained for 12 minutes) halving moved the
+surface's mean offset from -0.12 % of the object's size to +0.02 %, and the baked texture
+from 2.1 dB below the true mesh's to 1.6 dB. Vertex colours: a short
 ray along ``-normal`` through the vertex (two spacings either side), volume-rendered with
 the field's colour seen from that direction.
 
@@ -34,6 +39,7 @@ import numpy as np
 from ..errors import InputError
 
 SPLAT_LEVEL_FRACTION = 0.5
+FIELD_LEVEL_FRACTION = 0.5  # of the crossing density (see the module's docstring)
 MIN_SCALE = 0.5  # grid spacings: the thinnest a Gaussian is drawn
 CUTOFF = 0.01  # a Gaussian's contribution below this is left out
 MAX_FOOTPRINT = 16  # voxels: half the side of the largest box a Gaussian is accumulated into
@@ -97,11 +103,12 @@ class FieldSource:
         return world.min(0), world.max(0)
 
     def default_level(self, grid, values: np.ndarray) -> float:
-        """Where lines through the grid turn opaque (see :func:`.extract.opacity_level`);
-        else the density that makes one grid spacing half opaque."""
+        """Half the density where lines through the grid turn opaque (see
+        :func:`.extract.opacity_level` and the module's docstring); else half the density
+        that makes one grid spacing half opaque."""
         from .extract import opacity_level
 
-        return opacity_level(values, grid.spacing) or math.log(2.0) / grid.spacing
+        return FIELD_LEVEL_FRACTION * (opacity_level(values, grid.spacing) or math.log(2.0) / grid.spacing)
 
     def density(self, points: np.ndarray) -> np.ndarray:  # [N, 3] world -> [N]
         torch = self.torch
