@@ -342,9 +342,11 @@ def submit_extract_mesh(source: bpy.types.Object | bpy.types.Collection | None =
                         **settings) -> tuple[Job, Callable[[], bpy.types.Object]]:
     """Start extracting a mesh from ``source``: a splat object, or a reconstruction collection
     with a trained field (default: the active splat object, else the reconstruction in
-    context). ``settings``: any of ``resolution, threshold, max_faces, min_component,
-    colors``. The finish function returns the new mesh object, placed on the splats or in the
-    reconstruction's Blender frame."""
+    context). ``settings``: any of ``mode`` (``"density"`` or ``"sdf"``: a smoother surface
+    from a signed distance field fitted to a field's density; fields only), ``sdf_steps``,
+    ``resolution, threshold, max_faces, min_component, visible_only, colors``. The finish
+    function returns the new mesh object, placed on the splats or in the reconstruction's
+    Blender frame."""
     from . import meshes
 
     unknown = sorted(set(settings) - set(meshes.SETTING_NAMES))

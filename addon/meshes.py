@@ -28,6 +28,17 @@ def settings_properties() -> dict:
     ``backend/jobs/mesh.py``'s Config."""
     P = bpy.props
     return {
+        "mode": P.EnumProperty(
+            name="Mode", default="density",
+            items=[("density", "Density", "The surface where the density crosses the threshold: fast, follows the "
+                    "field's noise"),
+                   ("sdf", "SDF (smoother)", "A signed distance field fitted to the field's density, kept smooth by "
+                    "eikonal and curvature terms: smoother surfaces, a few minutes more. Fields only, not splats")],
+            description="What the surface is taken from"),
+        "sdf_steps": P.IntProperty(
+            name="SDF Steps", default=2000, min=1, soft_max=10000,
+            description="SDF mode: steps fitting the distance field to the field's density; more follows its "
+                        "details more closely and takes longer (2,000: about 3 minutes on two CPU cores)"),
         "resolution": P.IntProperty(
             name="Resolution", default=256, min=8, soft_max=1024,
             description="Grid cells along the longest side of the region searched for the surface: finer shows "

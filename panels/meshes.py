@@ -24,7 +24,8 @@ class RECON_PT_meshes(SidebarPanel, bpy.types.Panel):
             layout.label(text=f"From the field of '{collection.name}'", icon="OUTLINER_OB_LIGHTPROBE")
         else:
             layout.label(text="Train a field, or make splats active", icon="INFO")
-        settings_column(layout, settings, meshes.SETTING_NAMES)
+        names = [n for n in meshes.SETTING_NAMES if settings.mode == "sdf" or not n.startswith("sdf_")]
+        settings_column(layout, settings, names)
         running = running_job("mesh")
         if running is None:
             row = layout.row()
