@@ -16,9 +16,12 @@ backward nor their encoding's is computed.
    reaches, the compositing and the squared error, then the way back: the
    compositing's gradient in closed form (``dC/dtau_i = T_{i+1} c_i - S_i``, ``S_i`` the
    colour composited behind sample ``i``, background included), the MLPs' backward as
-   matrix products, each worker summing its own weight gradients;
+   matrix products, each worker summing its own weight gradients (a small batch, fewer than
+   :data:`MIN_CHUNKS_PER_WORKER` chunks a worker, runs in the calling thread instead, with
+   PyTorch's threads: handing a few chunks to workers costs more than it saves);
 3. the gradient of the encoding's outputs (kept for every sample reached) is scattered into
-   the table's gradient by the numba backward kernel (every thread, a level per thread).
+   the table's gradient by the numba backward kernel (every thread, a level per thread),
+   and with ``table_adam`` each level takes its Adam step right after its scatter.
 
 Why: at 4096 rays x 64 samples the activations are ``[262144, 64]`` float32, 64 MB each;
 autograd's graph keeps a dozen of them and each element-wise pass streams them through
@@ -74,7 +77,8 @@ def _linear_weights(net: torch.nn.Sequential) -> list[Tensor]:
 
 
 class _Chunks:
-    """What every chunk reads (read-only) and where each writes its encoding gradient."""
+    """What every chunk reads, and where each writes its encoding gradient and which of its
+    samples the light reaches (``kept``), each chunk its own rows."""
 
     def __init__(self, encoded, grad_encoded, dt, rays_dir_sh, background, target, density_w, color_w, samples,
                  min_transmittance, scale):
