@@ -6,9 +6,10 @@
 density is sampled on a dense grid (``--resolution`` cells along the longest side of the
 region: the field's box, or its inner cube for an unbounded scene, cut to the occupancy
 grid's occupied cells; for splats, around the Gaussians), in slabs, with progress and
-cancel. Its level set at ``--threshold`` (0: automatic: for a field, the density
+cancel. Its level set at ``--threshold`` (0: automatic: for a field, half the density
 where lines through the grid turn opaque, a low percentile of it; for splats, half the
-median density at the opaque Gaussians' centres) is extracted by marching cubes after
+median density at the opaque Gaussians' centres) is extracted by marching cubes (a
+density interpolated in log space along the cube edges) after
 the hollow inside of closed shells is filled; connected components with less area than
 ``--min-component`` of the largest are dropped (floaters). With ``--visible-only`` (the
 default) the faces that none of the training cameras sees are dropped first (surfaces left
@@ -54,8 +55,8 @@ KIND = "mesh"
 class Config:
     """How to extract the mesh."""
 
-    threshold: float = option(0.0, "Density of the surface (0: automatic: for a field, a low percentile of the "
-                              "densities where lines through the grid turn opaque; for splats, half the median "
+    threshold: float = option(0.0, "Density of the surface (0: automatic: for a field, half a low percentile of "
+                              "the densities where lines through the grid turn opaque; for splats, half the median "
                               "density at the opaque Gaussians' centres)", minimum=0.0)
     resolution: int = option(256, "Grid cells along the longest side of the sampled region", minimum=8)
     max_faces: int = option(100000, "Decimate to at most this many faces (0: keep all); 100,000 fits the texture "
