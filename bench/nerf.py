@@ -149,19 +149,18 @@ class _StepOnly:
         self.mlp.zero_grad(set_to_none=True)
         self.steps += 1
         table = self.fld.model.encoding.table
-        if fused.available(self.fld):  # the table's Adam step inside the encoding's backward, as the trainer does
+        if fused.available(self.fld):
             out = fused.loss_and_grads(self.fld, origins, dirs, background, target, samples, jitter,
-                                       min_transmittance=0.0, threads=torch.get_num_threads(), timings=timings,
-                                       table_adam=(*self.moments, self.steps, 1e-2))
+                                       min_transmittance=0.0, threads=torch.get_num_threads(), timings=timings)
         else:
             out = render_rays_ngp(self.fld, origins, dirs, background, samples, jitter, min_transmittance=0.0)
             ((out["rgb"] - target) ** 2).mean().backward()
         started = time.perf_counter()
         self.mlp.step()
-        if not fused.available(self.fld):
-            self.sparse_adam_step(table, table.grad, *self.moments, self.steps, 1e-2)
+        self.sparse_adam_step(table, table.grad, *self.moments, self.steps, 1e-2)
         if timings is not None:
-            timings["Adam of the MLPs"] = timings.get("Adam of the MLPs", 0.0) + time.perf_counter() - started
+            timings["Adam (hash table: numba; MLPs)"] = (timings.get("Adam (hash table: numba; MLPs)", 0.0)
+                                                         + time.perf_counter() - started)
         return int(out["samples"])
 
 

@@ -81,29 +81,3 @@ def test_fused_gradients_add_to_existing_ones():
     for name, p in fld.model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * once[name], msg=name)
 
-
-def test_the_tables_adam_step_inside_the_backward_equals_the_separate_one():
-    from backend.nerf.hashgrid import sparse_adam_step
-
-    origins, dirs = _rays(200, seed=7)
-    g = torch.Generator().manual_seed(8)
-    args = (origins, dirs, torch.rand(200, 3, generator=g), torch.rand(200, 3, generator=g), 16,
-            torch.rand(200, 16, generator=g))
-    tables, moments = [], []
-    for inside in (False, True):
-        fld = _field(seed=5)
-        table = fld.model.encoding.table
-        m = [torch.full_like(table, 1e-3), torch.full_like(table, 1e-4)]  # as after earlier steps
-        for step in (1, 2):
-            if inside:
-                fused.loss_and_grads(fld, *args, table_adam=(*m, step, 1e-2))
-            else:
-                fused.loss_and_grads(fld, *args)
-                sparse_adam_step(table, table.grad, *m, step, 1e-2)
-            assert not table.grad.any()  # left zeroed either way
-        tables.append(table.detach().clone())
-        moments.append(m)
-    assert not torch.equal(tables[1], _field(seed=5).model.encoding.table.detach())  # it moved
-    assert torch.equal(tables[0], tables[1])
-    for a, b in zip(moments[0], moments[1], strict=True):
-        assert torch.equal(a, b)

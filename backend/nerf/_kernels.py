@@ -194,29 +194,22 @@ if AVAILABLE:
                 grad[i] = zero
 
     @numba.njit(cache=True, nogil=True, parallel=True)
-    def _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers, update, param,
-                         exp_avg, exp_avg_sq, b1, b2, lr, eps, c1, c2):
+    def _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers):
         """F = 2, points ``xt [3, N]``, ``grad_out [N, L * 2]``. Each worker owns every
         ``n_workers``-th level (its rows of the table), so the scatter needs no atomics;
-        blocks of points as in the forward. With ``update``, each level's rows then take
-        their Adam step at once (their gradients still in the caches), the flat ``param``,
-        ``exp_avg``, ``exp_avg_sq`` (views of the table and its moments) updated and the
-        gradient zeroed, as :func:`_sparse_adam` would."""
+        blocks of points as in the forward."""
         n = xt.shape[1]
         n_levels = scales.shape[0]
-        flat = grad_table.ravel()
-        beta1, beta2 = np.float32(b1), np.float32(b2)
-        rate, inv_c2, epsilon = np.float32(lr / c1), np.float32(1.0 / c2), np.float32(eps)
         for worker in numba.prange(n_workers):
             rows = np.empty((8, BLOCK), np.int64)
             weights = np.empty((8, BLOCK), np.float32)
             for level in range(worker, n_levels, n_workers):
                 base = offsets[level]
                 for b0 in range(0, n, BLOCK):
-                    b1_ = min(n, b0 + BLOCK)
-                    _block_corners(xt, b0, b1_, scales[level], base, offsets[level + 1] - base, dense[level],
+                    b1 = min(n, b0 + BLOCK)
+                    _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
                                    resolutions[level], rows, weights, grad_table, True)
-                    for j in range(b1_ - b0):
+                    for j in range(b1 - b0):
                         g0 = grad_out[b0 + j, 2 * level]
                         g1 = grad_out[b0 + j, 2 * level + 1]
                         for c in range(8):
@@ -224,9 +217,6 @@ if AVAILABLE:
                             w = weights[c, j]
                             grad_table[row, 0] += w * g0
                             grad_table[row, 1] += w * g1
-                if update:
-                    _adam_span(param, flat, exp_avg, exp_avg_sq, 2 * base, 2 * offsets[level + 1], beta1, beta2,
-                               rate, inv_c2, epsilon)
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2):
@@ -262,26 +252,14 @@ def encode_forward(x, table, offsets, scales, resolutions, dense, out) -> None:
     _encode_forward(xt, table, offsets, scales, resolutions, dense, out, _workers(max(1, xt.shape[1] // 1024)))
 
 
-def encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table, adam=None) -> None:
-    """Adds d(loss)/d(table) into ``grad_table [rows, 2] float32`` given ``grad_out [N, L * 2]``.
-    ``adam``: ``(table, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2)`` (arrays like
-    ``grad_table``): each level then takes its Adam step right after its scatter, and the
-    gradient is left zeroed."""
-    xt = np.ascontiguousarray(x.T)
-    encode_backward_t(xt, grad_out, offsets, scales, resolutions, dense, grad_table, adam)
+def encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table) -> None:
+    """Adds d(loss)/d(table) into ``grad_table [rows, 2] float32`` given ``grad_out [N, L * 2]``."""
+    encode_backward_t(np.ascontiguousarray(x.T), grad_out, offsets, scales, resolutions, dense, grad_table)
 
 
-def encode_backward_t(xt, grad_out, offsets, scales, resolutions, dense, grad_table, adam=None, workers=0) -> None:
+def encode_backward_t(xt, grad_out, offsets, scales, resolutions, dense, grad_table, workers=0) -> None:
     """:func:`encode_backward` with the points as ``xt [3, N]`` (``workers``: 0 for numba's threads)."""
-    if adam is None:
-        flat = grad_table.ravel()
-        args = (False, flat, flat, flat, 0.9, 0.99, 0.0, 1e-15, 1.0, 1.0)
-    else:
-        table, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2 = adam
-        args = (True, table.ravel(), exp_avg.ravel(), exp_avg_sq.ravel(), float(b1), float(b2), float(lr), float(eps),
-                float(c1), float(c2))
-    _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table,
-                     workers or _workers(len(scales)), *args)
+    _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, workers or _workers(len(scales)))
 
 
 def sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2) -> None:

@@ -20,8 +20,9 @@ backward nor their encoding's is computed.
    :data:`MIN_CHUNKS_PER_WORKER` chunks a worker, runs in the calling thread instead, with
    PyTorch's threads: handing a few chunks to workers costs more than it saves);
 3. the gradient of the encoding's outputs (kept for every sample reached) is scattered into
-   the table's gradient by the numba backward kernel (every thread, a level per thread),
-   and with ``table_adam`` each level takes its Adam step right after its scatter.
+   the table's gradient by the numba backward kernel (every thread, a level per thread).
+   (Taking each level's Adam step inside that kernel, right after its scatter, was tried:
+   no faster with 2 threads, slower with one.)
 
 Why: at 4096 rays x 64 samples the activations are ``[262144, 64]`` float32, 64 MB each;
 autograd's graph keeps a dozen of them and each element-wise pass streams them through
@@ -41,7 +42,6 @@ from torch import Tensor
 
 from . import _kernels
 from .field import Field, NGPField, spherical_harmonics_4
-from .hashgrid import adam_constants
 from .render import T_MIN, ray_spans, sample_occupied
 
 CHUNK_SAMPLES = 8192  # samples per chunk of rays (activations about 2 MB per layer)
@@ -206,15 +206,11 @@ def loss_and_grads(
     min_transmittance: float = T_MIN,
     threads: int = 0,
     timings: dict[str, float] | None = None,
-    table_adam: tuple[Tensor, Tensor, int, float] | None = None,
 ) -> dict[str, float]:
     """``F.mse_loss`` of the rendered rays against ``target``; the gradients are added to
     the MLP weights' ``.grad`` and the table's ``.grad`` (created when missing), as
     ``loss.backward()`` would. Returns ``loss`` and ``samples`` (samples that got a colour).
-    ``timings``: wall seconds of each phase are added to it by name. ``table_adam``:
-    ``(exp_avg, exp_avg_sq, step, lr)``: the table takes :func:`.hashgrid.sparse_adam_step`'s
-    step inside the encoding's backward instead, each level's rows right after their scatter
-    (their gradients still in the caches), and its ``.grad`` is left zeroed."""
+    ``timings``: wall seconds of each phase are added to it by name."""
     clock = _Clock(timings)
     model: NGPField = fld.model
     table = model.encoding.table
@@ -262,13 +258,9 @@ def loss_and_grads(
         if not bool(chunks.kept.all()):  # the samples left out have no gradient: skip them
             kept = torch.nonzero(chunks.kept).flatten().numpy()
             ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), grad_encoded[kept]
-        adam = None
-        if table_adam is not None:
-            exp_avg, exp_avg_sq, step, lr = table_adam
-            adam = (table.detach().numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), *adam_constants(step, lr))
         _kernels.encode_backward_t(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
-                                   table.grad.numpy(), adam)
-        clock("hash encoding backward" + (" and the table's Adam" if adam is not None else ""))
+                                   table.grad.numpy())
+        clock("hash encoding backward")
     return {"loss": total_sq / (3 * n), "samples": coloured}
 
 

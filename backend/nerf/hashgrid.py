@@ -327,17 +327,6 @@ class HashGrid(nn.Module):
         return hash_encode_cached(features, x, self.table, self.levels, self.backend)
 
 
-ADAM_BETAS = (0.9, 0.99)
-ADAM_EPS = 1e-15
-
-
-def adam_constants(step: int, lr: float, betas: tuple[float, float] = ADAM_BETAS,
-                   eps: float = ADAM_EPS) -> tuple[float, float, float, float, float, float]:
-    """``(lr, b1, b2, eps, c1, c2)`` of Adam's step ``step`` (``c``: the bias corrections)."""
-    b1, b2 = betas
-    return lr, b1, b2, eps, 1.0 - b1 ** step, 1.0 - b2 ** step
-
-
 def sparse_adam_step(
     param: Tensor,  # [rows, F]
     grad: Tensor,  # [rows, F]: zeroed on return
@@ -345,12 +334,14 @@ def sparse_adam_step(
     exp_avg_sq: Tensor,
     step: int,
     lr: float,
-    betas: tuple[float, float] = ADAM_BETAS,
-    eps: float = ADAM_EPS,
+    betas: tuple[float, float] = (0.9, 0.99),
+    eps: float = 1e-15,
 ) -> None:
     """Adam on the table, skipping entries whose gradient is exactly 0 (Instant-NGP's rule
     for hash tables: untouched entries keep their value and moments); zeroes ``grad``."""
-    lr, b1, b2, eps, c1, c2 = adam_constants(step, lr, betas, eps)
+    b1, b2 = betas
+    c1 = 1.0 - b1 ** step
+    c2 = 1.0 - b2 ** step
     if _kernels.AVAILABLE and param.device.type == "cpu" and param.dtype == torch.float32:
         _kernels.sparse_adam(param.detach().view(-1).numpy(), grad.view(-1).numpy(), exp_avg.view(-1).numpy(),
                              exp_avg_sq.view(-1).numpy(), lr, b1, b2, eps, c1, c2)

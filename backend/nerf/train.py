@@ -261,13 +261,11 @@ class Trainer:
         target = composite_target(pixels, background).to(self.device)
         origins, dirs, background = origins.to(self.device), dirs.to(self.device), background.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        table_updated = False
         if fused.available(fld):  # the CPU step with its backward written out (same gradients, faster)
             jitter = torch.rand(origins.shape[0], s.ray_samples, generator=self.generator)
-            table_adam = None if self.table_moments is None else (*self.table_moments, self.step_count + 1, lr)
             out = fused.loss_and_grads(fld, origins, dirs, background, target, s.ray_samples, jitter,
-                                       threads=self.threads, table_adam=table_adam)
-            value, table_updated = out["loss"], table_adam is not None
+                                       threads=self.threads)
+            value = out["loss"]
         else:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16 and not self.is_ngp
                                 and self.device.type == "cpu"):
@@ -277,7 +275,7 @@ class Trainer:
             total.backward()
             value = float(loss.detach())
         self.optimizer.step()
-        if self.table_moments is not None and not table_updated:
+        if self.table_moments is not None:
             table = fld.model.encoding.table
             if table.grad is not None:
                 sparse_adam_step(table, table.grad, *self.table_moments, self.step_count + 1, lr)
