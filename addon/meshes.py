@@ -36,9 +36,9 @@ def settings_properties() -> dict:
                     "eikonal and curvature terms: smoother surfaces, a few minutes more. Fields only, not splats")],
             description="What the surface is taken from"),
         "sdf_steps": P.IntProperty(
-            name="SDF Steps", default=2000, min=1, soft_max=10000,
+            name="SDF Steps", default=3000, min=1, soft_max=10000,
             description="SDF mode: steps fitting the distance field to the field's density; more follows its "
-                        "details more closely and takes longer (2,000: about 3 minutes on two CPU cores)"),
+                        "details more closely and takes longer (3,000: about 4 minutes on two CPU cores)"),
         "resolution": P.IntProperty(
             name="Resolution", default=256, min=8, soft_max=1024,
             description="Grid cells along the longest side of the region searched for the surface: finer shows "

