@@ -311,6 +311,19 @@ def density_loss(net: SDFNetwork, target: DensityTarget, settings: SDFSettings, 
     return loss, {"bce": bce, "eikonal": eikonal, "curvature": curvature}
 
 
+def _steps(steps: int, started: float, max_seconds: float, check_cancelled: Callable[[], None] | None):
+    """``(step, fraction of the run done)`` for a fit of ``steps`` steps that started at
+    ``started`` (``time.perf_counter``) and stops after ``max_seconds`` (0: no cap): the
+    fraction is the steps' or the time's, whichever is further; cancel is checked each step."""
+    for step in range(steps):
+        if check_cancelled is not None:
+            check_cancelled()
+        elapsed = time.perf_counter() - started
+        if max_seconds > 0 and elapsed >= max_seconds:
+            return
+        yield step, max(step / max(1, steps), elapsed / max_seconds if max_seconds > 0 else 0.0)
+
+
 def fit_to_density(
     net: SDFNetwork,
     target: DensityTarget,
@@ -327,13 +340,7 @@ def fit_to_density(
     metrics: dict = {}
     steps = settings.steps
     step = 0
-    for step in range(steps):
-        if check_cancelled is not None:
-            check_cancelled()
-        elapsed = time.perf_counter() - started
-        if max_seconds > 0 and elapsed >= max_seconds:
-            break
-        fraction = max(step / max(1, steps), elapsed / max_seconds if max_seconds > 0 else 0.0)
+    for step, fraction in _steps(steps, started, max_seconds, check_cancelled):
         lr, eps, curvature = schedule(net, settings, fraction)
         lr *= min(1.0, (step + 1) / 50)
         loss, parts = density_loss(net, target, settings, generator, eps, curvature)
@@ -408,13 +415,7 @@ def fit_to_photos(
     anchor_settings = dataclasses.replace(settings, batch=settings.batch // 4, regular_batch=0)
     warm = steps // 3
     step = 0
-    for step in range(steps):
-        if check_cancelled is not None:
-            check_cancelled()
-        elapsed = time.perf_counter() - started
-        if max_seconds > 0 and elapsed >= max_seconds:
-            break
-        fraction = max(step / max(1, steps), elapsed / max_seconds if max_seconds > 0 else 0.0)
+    for step, fraction in _steps(steps, started, max_seconds, check_cancelled):
         lr = settings.lr * 0.1 * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction))))
         origins, dirs, pixels, _ = views.sample(all_views, settings.photo_rays, generator)
         if views.has_alpha:
