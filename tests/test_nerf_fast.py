@@ -48,14 +48,14 @@ def test_blocked_encoding_kernels_match_the_pytorch_path_with_any_workers(worker
     x[:7] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.5], [0.5, 0.5, 1.0],
                           [1.0, 0.25, 0.0], [0.999999, 1.0, 0.0]])  # the cube's faces: the wrap of dense levels
     table = torch.rand(levels.rows, 2, generator=g) - 0.5
-    out = np.empty((1001, 2 * GRID.levels), np.float32)
-    _kernels._encode_forward(np.ascontiguousarray(x.numpy().T), table.numpy(), levels.offsets, levels.scales, levels.resolutions,
-                             levels.dense, out, workers)
-    torch.testing.assert_close(torch.from_numpy(out), hash_encode(x, table, levels, "torch"), rtol=0, atol=2e-6)
+    out = np.empty((2 * GRID.levels, 1001), np.float32)  # feature-major
+    _kernels.encode_forward_t(np.ascontiguousarray(x.numpy().T), table.numpy(), levels.offsets, levels.scales,
+                              levels.resolutions, levels.dense, out, workers)
+    torch.testing.assert_close(torch.from_numpy(out).T, hash_encode(x, table, levels, "torch"), rtol=0, atol=2e-6)
 
     grad_out = torch.randn(1001, 2 * GRID.levels, generator=g)
     grad_table = np.zeros((levels.rows, 2), np.float32)
-    _kernels.encode_backward_t(np.ascontiguousarray(x.numpy().T), grad_out.numpy(), levels.offsets, levels.scales,
+    _kernels.encode_backward_t(np.ascontiguousarray(x.numpy().T), grad_out.T.numpy(), levels.offsets, levels.scales,
                                levels.resolutions, levels.dense, grad_table, workers=workers)
     reference = table.clone().requires_grad_()
     (hash_encode(x, reference, levels, "torch") * grad_out).sum().backward()

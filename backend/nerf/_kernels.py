@@ -1,24 +1,27 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """CPU kernels of the radiance field, compiled by numba: the hash-grid encoding forward and
-backward, the sparse Adam step of the hash table, and the ray marcher that places samples
-in the occupancy grid's occupied cells.
+backward, the sparse Adam step of the hash table, the compositing of a training step and its
+backward, and the ray marcher that places samples in the occupancy grid's occupied cells.
 
 Each kernel computes the same function as a PyTorch path (:mod:`.hashgrid`, :mod:`.render`)
-that the tests compare it with. Threads: the encoding's forward splits the points in
-ranges, its backward splits the levels (each level's rows of the table belong to one
-thread, so the scatter needs no atomics); both run while torch's own threads are idle.
+that the tests compare it with (the compositing: :mod:`.fused`'s step against autograd).
+Threads: the encoding's forward splits the points in ranges, its backward splits the levels
+(each level's rows of the table belong to one thread, so the scatter needs no atomics);
+both run while torch's own threads are idle.
 
 Memory: the finer levels' tables are 4 MB each (2^19 rows of 2 float32), tens of MB in
-all, so nearly every lookup misses the caches and the encoding waits on memory rather than
-computing. Both encoding kernels therefore work on blocks of 64 points: first the corner
-rows and weights of the whole block, prefetching each cache line they need (LLVM's
-``llvm.prefetch``, an intrinsic written here), then the lookups or the scatter, by which
-time the lines are arriving together rather than one miss after another (1.5 to 2 times
-less time at 4096 x 64 samples). The points come as one row per axis (``[3, N]``) and the
-block's rows and weights are computed corner by corner over the block's points, loops
-without lookups that LLVM turns into SIMD (a third less time than point by point). The sparse Adam step reads the gradient a cache line (16
-values) at a time and skips lines without a gradient, which in training (a few thousand
-samples a step) is most of the table.
+all, so many lookups miss the caches. Both encoding kernels therefore work on blocks of 64
+points: first the corner rows and weights of the whole block, prefetching each cache line
+they need (LLVM's ``llvm.prefetch``, an intrinsic written here), then the lookups or the
+scatter, by which time the lines are arriving together rather than one miss after another.
+The points come as one row per axis (``[3, N]``) and the block's rows and weights are
+computed corner by corner over the block's points, in uint32/int32 and float32 lanes: loops
+without lookups that LLVM turns into SIMD, 8 points at a time. The features are
+feature-major (``[L * 2, N]``), so that each level's pass reads and writes two contiguous
+runs rather than 8 bytes of every 128-byte row (at 4096 x 64 samples on 2 cores, with the
+uint32 hash: forward 70 to 45 ms, backward 70 to 47 ms). The sparse Adam step reads the
+gradient a cache line (16 values) at a time and skips lines without a gradient, which in
+training (a few thousand samples a step) is most of the table.
 """
 
 from __future__ import annotations
@@ -70,30 +73,31 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _block_corners(xt, b0, b1, scale, base, size, is_dense, res, rows, weights, table, write):
-        """Rows and trilinear weights ``[8, BLOCK]`` (corner-major) of points ``b0:b1`` of the
-        coordinates ``xt [3, N]``, at one level. Each step is a loop over the block's points
-        with no lookups in it, which the compiler turns into SIMD (8 points at a time); then
-        each distinct cache line of ``table`` the block needs is prefetched."""
+        """Rows ``[8, BLOCK] int32`` and trilinear weights ``[8, BLOCK]`` (corner-major) of points
+        ``b0:b1`` of the coordinates ``xt [3, N]``, at one level. Each step is a loop over the
+        block's points with no lookups in it, which the compiler turns into SIMD (8 points at a
+        time: the hash is tiny-cuda-nn's, in uint32 arithmetic, so that the integer lanes are
+        as wide as the float ones); then each distinct cache line of ``table`` the block needs
+        is prefetched."""
         half = np.float32(0.5)
         one = np.float32(1.0)
         m = b1 - b0
-        mask = size - 1
-        pow2 = size & mask == 0
-        sy = np.int64(res) if is_dense else np.int64(2654435761)
-        sz = np.int64(res) * np.int64(res) if is_dense else np.int64(805459861)
+        if is_dense:
+            sy = np.uint32(res)
+            sz = np.uint32(res * res)
+        else:
+            sy = np.uint32(2654435761)
+            sz = np.uint32(805459861)
+        usize = np.uint32(size)
+        mask = np.uint32(size - 1)
+        first = np.int32(base)
+        pow2 = size & (size - 1) == 0
         for j in range(m):
             px = xt[0, b0 + j] * scale + half
             py = xt[1, b0 + j] * scale + half
             pz = xt[2, b0 + j] * scale + half
-            fx0 = np.floor(px)
-            fy0 = np.floor(py)
-            fz0 = np.floor(pz)
-            fx, fy, fz = px - fx0, py - fy0, pz - fz0
+            fx, fy, fz = px - np.floor(px), py - np.floor(py), pz - np.floor(pz)
             ux, uy, uz = one - fx, one - fy, one - fz
-            x0 = np.int64(fx0)
-            y0 = np.int64(fy0) * sy
-            z0 = np.int64(fz0) * sz
-            x1, y1, z1 = x0 + 1, y0 + sy, z0 + sz
             weights[0, j] = ux * uy * uz
             weights[1, j] = fx * uy * uz
             weights[2, j] = ux * fy * uz
@@ -102,62 +106,87 @@ if AVAILABLE:
             weights[5, j] = fx * uy * fz
             weights[6, j] = ux * fy * fz
             weights[7, j] = fx * fy * fz
-            if is_dense:
-                rows[0, j] = x0 + y0 + z0
-                rows[1, j] = x1 + y0 + z0
-                rows[2, j] = x0 + y1 + z0
-                rows[3, j] = x1 + y1 + z0
-                rows[4, j] = x0 + y0 + z1
-                rows[5, j] = x1 + y0 + z1
-                rows[6, j] = x0 + y1 + z1
-                rows[7, j] = x1 + y1 + z1
-            else:
-                rows[0, j] = (x0 ^ y0 ^ z0) & 0xFFFFFFFF
-                rows[1, j] = (x1 ^ y0 ^ z0) & 0xFFFFFFFF
-                rows[2, j] = (x0 ^ y1 ^ z0) & 0xFFFFFFFF
-                rows[3, j] = (x1 ^ y1 ^ z0) & 0xFFFFFFFF
-                rows[4, j] = (x0 ^ y0 ^ z1) & 0xFFFFFFFF
-                rows[5, j] = (x1 ^ y0 ^ z1) & 0xFFFFFFFF
-                rows[6, j] = (x0 ^ y1 ^ z1) & 0xFFFFFFFF
-                rows[7, j] = (x1 ^ y1 ^ z1) & 0xFFFFFFFF
-        for c in range(8):  # tiny-cuda-nn's index % size (a dense index is below 2 size: one subtraction)
-            if pow2:
-                for j in range(m):
-                    rows[c, j] = base + (rows[c, j] & mask)
-            elif is_dense:
-                for j in range(m):
-                    v = rows[c, j]
-                    rows[c, j] = base + (v - size if v >= size else v)
-            else:
-                for j in range(m):
-                    rows[c, j] = base + rows[c, j] % size
+        # the corners' rows, tiny-cuda-nn's index % size (a dense index is below 2 size: one subtraction)
+        if is_dense:
+            for j in range(m):
+                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
+                v = np.uint32(x0 + y0 + z0)
+                rows[0, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x1 + y0 + z0)
+                rows[1, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x0 + y1 + z0)
+                rows[2, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x1 + y1 + z0)
+                rows[3, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x0 + y0 + z1)
+                rows[4, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x1 + y0 + z1)
+                rows[5, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x0 + y1 + z1)
+                rows[6, j] = first + np.int32(v - usize if v >= usize else v)
+                v = np.uint32(x1 + y1 + z1)
+                rows[7, j] = first + np.int32(v - usize if v >= usize else v)
+        elif pow2:
+            for j in range(m):
+                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
+                rows[0, j] = first + np.int32((x0 ^ y0 ^ z0) & mask)
+                rows[1, j] = first + np.int32((x1 ^ y0 ^ z0) & mask)
+                rows[2, j] = first + np.int32((x0 ^ y1 ^ z0) & mask)
+                rows[3, j] = first + np.int32((x1 ^ y1 ^ z0) & mask)
+                rows[4, j] = first + np.int32((x0 ^ y0 ^ z1) & mask)
+                rows[5, j] = first + np.int32((x1 ^ y0 ^ z1) & mask)
+                rows[6, j] = first + np.int32((x0 ^ y1 ^ z1) & mask)
+                rows[7, j] = first + np.int32((x1 ^ y1 ^ z1) & mask)
+        else:
+            for j in range(m):
+                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
+                rows[0, j] = first + np.int32(np.uint32(x0 ^ y0 ^ z0) % usize)
+                rows[1, j] = first + np.int32(np.uint32(x1 ^ y0 ^ z0) % usize)
+                rows[2, j] = first + np.int32(np.uint32(x0 ^ y1 ^ z0) % usize)
+                rows[3, j] = first + np.int32(np.uint32(x1 ^ y1 ^ z0) % usize)
+                rows[4, j] = first + np.int32(np.uint32(x0 ^ y0 ^ z1) % usize)
+                rows[5, j] = first + np.int32(np.uint32(x1 ^ y0 ^ z1) % usize)
+                rows[6, j] = first + np.int32(np.uint32(x0 ^ y1 ^ z1) % usize)
+                rows[7, j] = first + np.int32(np.uint32(x1 ^ y1 ^ z1) % usize)
         for c in range(0, 8, 2):  # x-neighbours share a line
             for j in range(m):
                 if write:
-                    _prefetch_write(table, rows[c, j])
+                    _prefetch_write(table, np.int64(rows[c, j]))
                 else:
-                    _prefetch_read(table, rows[c, j])
+                    _prefetch_read(table, np.int64(rows[c, j]))
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _encode_forward(xt, table, offsets, scales, resolutions, dense, out, n_workers):
-        """F = 2, points ``xt [3, N]``, features ``out [N, L * 2]``. Each worker takes a
-        contiguous range of points and runs through it once per level (one level's table at a
-        time stays in cache), a block of points at a time: their corner rows and weights first
-        (in SIMD, the lines prefetched), then the lookups."""
+        """F = 2, points ``xt [3, N]``, features ``out [L * 2, N]`` (feature-major: each level's
+        pass writes two contiguous runs). Each worker takes a contiguous range of points and
+        runs through it once per level (one level's table at a time stays in cache), a block
+        of points at a time: their corner rows and weights first (in SIMD, the lines
+        prefetched), then the lookups."""
         n = xt.shape[1]
         n_levels = scales.shape[0]
-        per_worker = (n + n_workers - 1) // n_workers
+        per_worker = ((n + n_workers - 1) // n_workers + BLOCK - 1) // BLOCK * BLOCK
         for worker in numba.prange(n_workers):
-            rows = np.empty((8, BLOCK), np.int64)
+            rows = np.empty((8, BLOCK), np.int32)
             weights = np.empty((8, BLOCK), np.float32)
             start = worker * per_worker
             end = min(n, start + per_worker)
             for level in range(n_levels):
                 base = offsets[level]
+                out0 = out[2 * level]
+                out1 = out[2 * level + 1]
                 for b0 in range(start, end, BLOCK):
                     b1 = min(end, b0 + BLOCK)
                     _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
-                                       resolutions[level], rows, weights, table, False)
+                                   resolutions[level], rows, weights, table, False)
                     for j in range(b1 - b0):
                         a0 = np.float32(0.0)
                         a1 = np.float32(0.0)
@@ -166,8 +195,8 @@ if AVAILABLE:
                             w = weights[c, j]
                             a0 += w * table[row, 0]
                             a1 += w * table[row, 1]
-                        out[b0 + j, 2 * level] = a0
-                        out[b0 + j, 2 * level + 1] = a1
+                        out0[b0 + j] = a0
+                        out1[b0 + j] = a1
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _adam_span(param, grad, exp_avg, exp_avg_sq, start, end, beta1, beta2, rate, inv_c2, epsilon):
@@ -195,23 +224,25 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers):
-        """F = 2, points ``xt [3, N]``, ``grad_out [N, L * 2]``. Each worker owns every
+        """F = 2, points ``xt [3, N]``, ``grad_out [L * 2, N]``. Each worker owns every
         ``n_workers``-th level (its rows of the table), so the scatter needs no atomics;
         blocks of points as in the forward."""
         n = xt.shape[1]
         n_levels = scales.shape[0]
         for worker in numba.prange(n_workers):
-            rows = np.empty((8, BLOCK), np.int64)
+            rows = np.empty((8, BLOCK), np.int32)
             weights = np.empty((8, BLOCK), np.float32)
             for level in range(worker, n_levels, n_workers):
                 base = offsets[level]
+                grad0 = grad_out[2 * level]
+                grad1 = grad_out[2 * level + 1]
                 for b0 in range(0, n, BLOCK):
                     b1 = min(n, b0 + BLOCK)
                     _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
                                    resolutions[level], rows, weights, grad_table, True)
                     for j in range(b1 - b0):
-                        g0 = grad_out[b0 + j, 2 * level]
-                        g1 = grad_out[b0 + j, 2 * level + 1]
+                        g0 = grad0[b0 + j]
+                        g1 = grad1[b0 + j]
                         for c in range(8):
                             row = rows[c, j]
                             w = weights[c, j]
@@ -242,24 +273,109 @@ if AVAILABLE:
             g[i] = g[i] if a[i] > zero else zero
 
 
+    @numba.njit(cache=True, nogil=True)
+    def transmittance_(x0, dt, min_transmittance, weights, t_after, t_final, lit):
+        """Forward of the compositing, ray by ray (one thread, the GIL released): from the
+        log-densities ``x0 [R * S]`` (a column view is fine) and ``dt [R, S]``, each sample's
+        ``weights`` ``T_i (1 - exp(-tau_i))`` and ``t_after`` ``T_{i+1}`` ``[R, S]``, each ray's
+        ``t_final [R]`` and ``lit [R]``, the number of its samples the light reaches (``T_i``
+        above ``min_transmittance``: a prefix; those behind get no density). float32 as
+        PyTorch's ``exp``/``cumsum`` path computes it. Returns the samples lit in all."""
+        n_rays, n_samples = dt.shape
+        total = 0
+        for r in range(n_rays):
+            csum = np.float32(0.0)
+            before = np.float32(1.0)  # T_i
+            k = 0
+            for i in range(n_samples):
+                if before > min_transmittance:
+                    csum += np.exp(x0[r * n_samples + i]) * dt[r, i]
+                    after = np.exp(-csum)
+                    weights[r, i] = before - after
+                    before = after
+                    k += 1
+                else:
+                    weights[r, i] = np.float32(0.0)
+                t_after[r, i] = before
+            t_final[r] = before
+            lit[r] = k
+            total += k
+        return total
+
+    @numba.njit(cache=True, nogil=True)
+    def composite_backward_(logits, x0, dt, weights, t_after, t_final, lit, background, target, scale, d_x0):
+        """The rest of the compositing and its backward, ray by ray: the colours
+        ``sigmoid(logits)`` of the lit samples (``logits [K, 3]``, the rays' lit prefixes one
+        after another), the rendered colour against ``target`` (loss ``scale * sum err^2 / 2``),
+        then ``dC/dtau_i = T_{i+1} c_i - S_i`` with ``S_i`` (all composited behind sample ``i``,
+        the background included) summed from the back. Writes the logits' gradient into
+        ``logits`` and each lit sample's log-density gradient (through ``trunc_exp``) into
+        ``d_x0 [K]``; returns the summed squared error."""
+        n_rays, n_samples = dt.shape
+        colour = np.empty((n_samples, 3), np.float32)
+        one = np.float32(1.0)
+        total = 0.0
+        start = 0
+        for r in range(n_rays):
+            k = lit[r]
+            c0 = t_final[r] * background[r, 0]
+            c1 = t_final[r] * background[r, 1]
+            c2 = t_final[r] * background[r, 2]
+            b0, b1, b2 = c0, c1, c2
+            for i in range(k):
+                w = weights[r, i]
+                for c in range(3):
+                    colour[i, c] = one / (one + np.exp(-logits[start + i, c]))
+                c0 += w * colour[i, 0]
+                c1 += w * colour[i, 1]
+                c2 += w * colour[i, 2]
+            e0, e1, e2 = c0 - target[r, 0], c1 - target[r, 1], c2 - target[r, 2]
+            total += e0 * e0 + e1 * e1 + e2 * e2
+            g0, g1, g2 = e0 * scale, e1 * scale, e2 * scale
+            for i in range(k - 1, -1, -1):  # b: what lies behind sample i
+                w = weights[r, i]
+                a = t_after[r, i]
+                q0, q1, q2 = colour[i, 0], colour[i, 1], colour[i, 2]
+                d_tau = (a * q0 - b0) * g0 + (a * q1 - b1) * g1 + (a * q2 - b2) * g2
+                b0 += w * q0
+                b1 += w * q1
+                b2 += w * q2
+                d_x0[start + i] = d_tau * dt[r, i] * np.exp(min(x0[r * n_samples + i], np.float32(15.0)))
+                logits[start + i, 0] = w * g0 * q0 * (one - q0)
+                logits[start + i, 1] = w * g1 * q1 * (one - q1)
+                logits[start + i, 2] = w * g2 * q2 * (one - q2)
+            start += k
+        return total
+
+
 def _workers(limit: int) -> int:
     return max(1, min(numba.get_num_threads(), limit))
 
 
-def encode_forward(x, table, offsets, scales, resolutions, dense, out) -> None:
-    """Hash-grid features of ``x [N, 3] float32`` into ``out [N, L * 2] float32``."""
+def encode_forward(x, table, offsets, scales, resolutions, dense):
+    """Hash-grid features of ``x [N, 3] float32``, feature-major: ``[L * 2, N] float32``."""
     xt = np.ascontiguousarray(x.T)  # [3, N]: the corners are computed a run of points per axis at a time
-    _encode_forward(xt, table, offsets, scales, resolutions, dense, out, _workers(max(1, xt.shape[1] // 1024)))
+    out = np.empty((2 * len(scales), xt.shape[1]), np.float32)
+    encode_forward_t(xt, table, offsets, scales, resolutions, dense, out)
+    return out
+
+
+def encode_forward_t(xt, table, offsets, scales, resolutions, dense, out, workers=0) -> None:
+    """:func:`encode_forward` with the points as ``xt [3, N]``, into ``out [L * 2, N]``
+    (``workers``: 0 for numba's threads, fewer for small batches)."""
+    _encode_forward(xt, table, offsets, scales, resolutions, dense, out,
+                    workers or _workers(max(1, xt.shape[1] // 1024)))
 
 
 def encode_backward(x, grad_out, offsets, scales, resolutions, dense, grad_table) -> None:
-    """Adds d(loss)/d(table) into ``grad_table [rows, 2] float32`` given ``grad_out [N, L * 2]``."""
+    """Adds d(loss)/d(table) into ``grad_table [rows, 2] float32`` given ``grad_out [L * 2, N]``."""
     encode_backward_t(np.ascontiguousarray(x.T), grad_out, offsets, scales, resolutions, dense, grad_table)
 
 
 def encode_backward_t(xt, grad_out, offsets, scales, resolutions, dense, grad_table, workers=0) -> None:
     """:func:`encode_backward` with the points as ``xt [3, N]`` (``workers``: 0 for numba's threads)."""
-    _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, workers or _workers(len(scales)))
+    _encode_backward(xt, np.ascontiguousarray(grad_out), offsets, scales, resolutions, dense, grad_table,
+                     workers or _workers(len(scales)))
 
 
 def sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2) -> None:

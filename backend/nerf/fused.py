@@ -12,13 +12,16 @@ backward nor their encoding's is computed.
    and the hash-grid encoding of all of them is computed at once (numba, every thread);
 2. the rays are cut into chunks of about :data:`CHUNK_SAMPLES` samples, and the chunks are
    shared out among worker threads, each running PyTorch operations on one thread: the
-   density MLP on every sample, the transmittance, the colour MLP on the samples the light
-   reaches, the compositing and the squared error, then the way back: the
-   compositing's gradient in closed form (``dC/dtau_i = T_{i+1} c_i - S_i``, ``S_i`` the
-   colour composited behind sample ``i``, background included), the MLPs' backward as
-   matrix products, each worker summing its own weight gradients (a small batch, fewer than
-   :data:`MIN_CHUNKS_PER_WORKER` chunks a worker, runs in the calling thread instead, with
-   PyTorch's threads: handing a few chunks to workers costs more than it saves);
+   density MLP on every sample, the transmittance (:func:`._kernels.transmittance_`), the
+   colour MLP on the samples the light reaches, then the colours, the compositing, the
+   squared error and the compositing's gradient in closed form (``dC/dtau_i = T_{i+1} c_i -
+   S_i``, ``S_i`` the colour composited behind sample ``i``, background included), ray by
+   ray in one numba pass each way (:func:`._kernels.composite_backward_`, in place of two
+   dozen PyTorch element-wise operations: about 15 ms less per step on one thread), the
+   MLPs' backward as matrix products, each worker summing its own weight gradients (a small
+   batch, fewer than :data:`MIN_CHUNKS_PER_WORKER` chunks a worker, runs in the calling
+   thread instead, with PyTorch's threads: handing a few chunks to workers costs more than
+   it saves);
 3. the gradient of the encoding's outputs (kept for every sample reached) is scattered into
    the table's gradient by the numba backward kernel (every thread, a level per thread).
    (Taking each level's Adam step inside that kernel, right after its scatter, was tried:
@@ -83,7 +86,7 @@ class _Chunks:
     def __init__(self, encoded, grad_encoded, dt, rays_dir_sh, background, target, density_w, color_w, samples,
                  min_transmittance, scale):
         self.encoded, self.grad_encoded = encoded, grad_encoded
-        self.kept = torch.empty(encoded.shape[0], dtype=torch.bool)  # samples the light reaches
+        self.kept = torch.empty(encoded.shape[1], dtype=torch.bool)  # samples the light reaches
         self.dt, self.sh, self.background, self.target = dt, rays_dir_sh, background, target
         self.density_w, self.color_w = density_w, color_w
         self.samples, self.min_transmittance, self.scale = samples, min_transmittance, scale
@@ -99,7 +102,7 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
     colour layers); returns the chunk's summed squared error and its coloured samples."""
     s = c.samples
     r = b - a
-    enc = c.encoded[a * s:b * s]
+    enc = c.encoded[:, a * s:b * s].T  # [n, L * 2], a view of the feature-major encoding
     dw, cw = c.density_w, c.color_w
     n_d = len(dw)
     # density MLP, every sample
@@ -111,21 +114,15 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
             h.clamp_min_(0.0)
             hidden_d.append(h)
     geo = h  # [n, G]
-    x0 = geo[:, 0]
-    sigma = torch.exp(x0)
-    dt = c.dt[a:b]
-    tau = sigma.view(r, s) * dt
-    keep_mask = torch.exp(tau - torch.cumsum(tau, 1)) > c.min_transmittance  # the light reaches them
-    every = bool(keep_mask.all())
-    if not every:  # the samples behind are left out: no density, no colour (a suffix of each ray)
-        tau = tau * keep_mask
-    csum = torch.cumsum(tau, 1)
-    t_after = torch.exp(-csum)  # T_{i+1}
-    t_before = torch.exp(tau - csum)  # T_i (exclusive)
-    weights = t_before - t_after  # T_i (1 - exp(-tau_i))
-    t_final = t_after[:, -1]
+    x0 = geo[:, 0].numpy()  # log-densities (a column view)
+    dt = c.dt[a:b].numpy()
+    weights, t_after = np.empty((r, s), np.float32), np.empty((r, s), np.float32)
+    t_final, lit = np.empty(r, np.float32), np.empty(r, np.int64)
+    k = _kernels.transmittance_(x0, dt, c.min_transmittance, weights, t_after, t_final, lit)
+    every = k == r * s
+    keep_mask = torch.arange(s)[None, :] < torch.from_numpy(lit)[:, None]  # each ray's lit prefix
     c.kept[a * s:b * s] = keep_mask.flatten()
-    # colour MLP on the kept samples, its direction half once per ray
+    # colour MLP on the lit samples, its direction half once per ray
     w_first = cw[0]
     sh = c.sh[a:b]
     from_dir = sh @ w_first[:, :16].T  # [r, H]
@@ -145,27 +142,13 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
         h.clamp_min_(0.0)
         hidden_c.append(h)
         h = h @ w.T
-    color_k = torch.sigmoid(h)  # [k, 3]
-    if every:
-        color = color_k.view(r, s, 3)
-    else:
-        color = torch.zeros(r * s, 3).index_copy_(0, keep, color_k).view(r, s, 3)
-    bg = c.background[a:b]
-    wc = weights[..., None] * color
-    rgb = wc.sum(1) + t_final[:, None] * bg
-    err = rgb - c.target[a:b]
-    sq = float((err * err).sum())
-    g = err * c.scale  # dL/dC [r, 3]
-    # compositing, backward
-    # S_i, everything composited behind sample i (background too), summed from the back: a
-    # difference from the front (rgb - cumsum) loses the small values behind an opaque surface
-    behind = torch.flip(torch.cumsum(torch.flip(wc, (1,)), 1), (1,)) - wc + (t_final[:, None] * bg)[:, None, :]
-    d_tau = ((t_after[..., None] * color - behind) * g[:, None, :]).sum(-1)  # [r, s]
-    d_x0 = (d_tau * dt).flatten() * torch.exp(x0.clamp(max=15.0))  # trunc_exp's gradient
-    d_color = (weights[..., None] * g[:, None, :]).view(r * s, 3)
+    # colours, compositing, squared error and their backward (ray by ray, one pass each way):
+    # the logits' gradient replaces them in h, the lit samples' log-density gradient in d_x0
+    d_x0 = np.empty(k, np.float32)
+    sq = _kernels.composite_backward_(h.numpy(), x0, dt, weights, t_after, t_final, lit, c.background[a:b].numpy(),
+                                      c.target[a:b].numpy(), c.scale, d_x0)
+    d_h = h
     # colour MLP, backward
-    d_h = d_color if every else d_color.index_select(0, keep)
-    d_h = d_h * color_k * (1.0 - color_k)
     n_c = len(cw)
     first_c = n_d
     for i in range(n_c - 1, 0, -1):
@@ -179,7 +162,7 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
         d_dir = torch.zeros(r, d_h.shape[1]).index_add_(0, ray_of, d_h)
     grad_first[:, :16].addmm_(d_dir.T, sh)
     d_geo = d_h @ w_first[:, 16:]
-    d_geo[:, 0] += d_x0 if every else d_x0.index_select(0, keep)
+    d_geo[:, 0] += torch.from_numpy(d_x0)
     # density MLP, backward (the kept samples only)
     d_h = d_geo
     for i in range(n_d - 1, 0, -1):
@@ -188,10 +171,10 @@ def _chunk(c: _Chunks, a: int, b: int, grads: list[Tensor]) -> tuple[float, int]
         d_h = _relu_back(d_h @ dw[i], hidden)
     grads[0].addmm_(d_h.T, enc if every else enc.index_select(0, keep))
     if every:
-        torch.mm(d_h, dw[0], out=c.grad_encoded[a * s:b * s])
+        torch.mm(dw[0].T, d_h.T, out=c.grad_encoded[:, a * s:b * s])
     else:
-        c.grad_encoded[a * s:b * s].zero_().index_copy_(0, keep, d_h @ dw[0])
-    return sq, (r * s if every else int(keep.numel()))
+        c.grad_encoded[:, a * s:b * s].zero_().index_copy_(1, keep, torch.mm(dw[0].T, d_h.T))
+    return sq, k
 
 
 @torch.no_grad()
@@ -234,14 +217,14 @@ def loss_and_grads(
         u = fld.frame.to_unit(points.reshape(-1, 3)).clamp_(0.0, 1.0).contiguous()
         levels = model.encoding.levels
         ut = np.ascontiguousarray(u.numpy().T)  # [3, N]: the kernels read each axis as a run
-        encoded = np.empty((ut.shape[1], 2 * levels.scales.shape[0]), np.float32)
-        _kernels._encode_forward(ut, table.detach().numpy(), levels.offsets, levels.scales, levels.resolutions,
-                                 levels.dense, encoded, _kernels._workers(max(1, ut.shape[1] // 1024)))
+        encoded = np.empty((2 * levels.scales.shape[0], ut.shape[1]), np.float32)  # feature-major [L * 2, N]
+        _kernels.encode_forward_t(ut, table.detach().numpy(), levels.offsets, levels.scales, levels.resolutions,
+                                  levels.dense, encoded)
         clock("hash encoding forward")
         grad_encoded = np.empty_like(encoded)
         chunks = _Chunks(torch.from_numpy(encoded), torch.from_numpy(grad_encoded), dth.float().contiguous(),
                          spherical_harmonics_4(d.float()), background[hit], target[hit].float(), dw, cw, samples,
-                         float(min_transmittance), 2.0 / (3 * n))
+                         float(min_transmittance), np.float32(2.0 / (3 * n)))
         h = hit.numel()
         per = max(1, CHUNK_SAMPLES // samples)
         bounds = [(a, min(h, a + per)) for a in range(0, h, per)]
@@ -257,7 +240,7 @@ def loss_and_grads(
             table.grad = torch.zeros_like(table)
         if not bool(chunks.kept.all()):  # the samples left out have no gradient: skip them
             kept = torch.nonzero(chunks.kept).flatten().numpy()
-            ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), grad_encoded[kept]
+            ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), np.ascontiguousarray(grad_encoded[:, kept])
         _kernels.encode_backward_t(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
                                    table.grad.numpy())
         clock("hash encoding backward")

@@ -20,7 +20,9 @@ Three implementations of one function:
   2 features per level (Instant-NGP's choice; other widths go to ``"torch"``); the
   table's gradient is accumulated straight into ``table.grad`` (as autograd would, but
   without allocating a table-sized gradient each step), so use ``.backward()`` rather than
-  ``torch.autograd.grad`` for the table; inputs that need a gradient go to ``"torch"``;
+  ``torch.autograd.grad`` for the table; inputs that need a gradient go to ``"torch"``; the
+  kernels write the features feature-major (``[L * F, N]``) and this path returns the
+  transposed view, not a contiguous tensor;
 - ``"tcnn"``: tiny-cuda-nn's ``HashGrid`` encoding on CUDA (see :mod:`.field`).
 
 :mod:`.reference` holds a direct per-level, per-corner implementation the tests compare with.
@@ -208,14 +210,12 @@ def _torch_backward(x: Tensor, table: Tensor, levels: Levels, grad_out: Tensor, 
 class _NumbaEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, levels: Levels) -> Tensor:
-        x_np = x.detach().contiguous().numpy()
-        out = np.empty((x.shape[0], len(levels.scales) * table.shape[1]), np.float32)
-        _kernels.encode_forward(x_np, table.detach().numpy(), levels.offsets, levels.scales, levels.resolutions,
-                                levels.dense, out)
+        out = _kernels.encode_forward(x.detach().contiguous().numpy(), table.detach().numpy(), levels.offsets,
+                                      levels.scales, levels.resolutions, levels.dense)
         ctx.save_for_backward(x)
         ctx.table = table
         ctx.levels = levels
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).T  # the kernel writes [L * F, N]: a transposed view, no copy
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -228,7 +228,7 @@ class _NumbaEncode(torch.autograd.Function):
 def _numba_backward_into_grad(x: Tensor, table: Tensor, levels: Levels, grad_out: Tensor) -> None:
     if table.grad is None:
         table.grad = torch.zeros_like(table)
-    _kernels.encode_backward(x.detach().contiguous().numpy(), grad_out.contiguous().numpy(), levels.offsets,
+    _kernels.encode_backward(x.detach().contiguous().numpy(), grad_out.T.contiguous().numpy(), levels.offsets,
                              levels.scales, levels.resolutions, levels.dense, table.grad.numpy())
 
 
@@ -279,10 +279,9 @@ def hash_encode(
     if resolve_backend(backend, x, table) == "numba":
         if table.requires_grad and torch.is_grad_enabled():
             return _NumbaEncode.apply(x, table, levels)
-        out = np.empty((x.shape[0], len(levels.scales) * table.shape[1]), np.float32)
-        _kernels.encode_forward(x.detach().contiguous().numpy(), table.detach().numpy(), levels.offsets,
-                                levels.scales, levels.resolutions, levels.dense, out)
-        return torch.from_numpy(out)
+        out = _kernels.encode_forward(x.detach().contiguous().numpy(), table.detach().numpy(), levels.offsets,
+                                      levels.scales, levels.resolutions, levels.dense)
+        return torch.from_numpy(out).T
     return _TorchEncode.apply(x, table, levels)
 
 
