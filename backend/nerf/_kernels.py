@@ -174,6 +174,7 @@ if AVAILABLE:
         n = xt.shape[1]
         n_levels = scales.shape[0]
         per_worker = ((n + n_workers - 1) // n_workers + BLOCK - 1) // BLOCK * BLOCK
+        rows2 = table.view(np.complex64).reshape(table.shape[0])
         for worker in numba.prange(n_workers):
             rows = np.empty((8, BLOCK), np.int32)
             weights = np.empty((8, BLOCK), np.float32)
@@ -191,10 +192,10 @@ if AVAILABLE:
                         a0 = np.float32(0.0)
                         a1 = np.float32(0.0)
                         for c in range(8):
-                            row = rows[c, j]
                             w = weights[c, j]
-                            a0 += w * table[row, 0]
-                            a1 += w * table[row, 1]
+                            pair = rows2[rows[c, j]]  # the row's 2 features in one load
+                            a0 += w * pair.real
+                            a1 += w * pair.imag
                         out0[b0 + j] = a0
                         out1[b0 + j] = a1
 
@@ -229,6 +230,7 @@ if AVAILABLE:
         blocks of points as in the forward."""
         n = xt.shape[1]
         n_levels = scales.shape[0]
+        grad2 = grad_table.view(np.complex64).reshape(grad_table.shape[0])
         for worker in numba.prange(n_workers):
             rows = np.empty((8, BLOCK), np.int32)
             weights = np.empty((8, BLOCK), np.float32)
@@ -241,13 +243,10 @@ if AVAILABLE:
                     _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
                                    resolutions[level], rows, weights, grad_table, True)
                     for j in range(b1 - b0):
-                        g0 = grad0[b0 + j]
-                        g1 = grad1[b0 + j]
+                        g = np.complex64(grad0[b0 + j] + 1j * grad1[b0 + j])
                         for c in range(8):
                             row = rows[c, j]
-                            w = weights[c, j]
-                            grad_table[row, 0] += w * g0
-                            grad_table[row, 1] += w * g1
+                            grad2[row] += weights[c, j] * g  # both features in one load and store
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2):
