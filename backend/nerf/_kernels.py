@@ -278,8 +278,8 @@ if AVAILABLE:
         log-densities ``x0 [R * S]`` (a column view is fine) and ``dt [R, S]``, each sample's
         ``weights`` ``T_i (1 - exp(-tau_i))`` and ``t_after`` ``T_{i+1}`` ``[R, S]``, each ray's
         ``t_final [R]`` and ``lit [R]``, the number of its samples the light reaches (``T_i``
-        above ``min_transmittance``: a prefix; those behind get no density). float32 as
-        PyTorch's ``exp``/``cumsum`` path computes it. Returns the samples lit in all."""
+        above ``min_transmittance``: a prefix; those behind get no density), in float32.
+        Returns the samples lit in all."""
         n_rays, n_samples = dt.shape
         total = 0
         for r in range(n_rays):
