@@ -41,8 +41,8 @@ def settings_properties() -> dict:
                         "details more closely and takes longer (3,000: about 4 minutes on two CPU cores)"),
         "resolution": P.IntProperty(
             name="Resolution", default=256, min=8, soft_max=1024,
-            description="Grid cells along the longest side of the region searched for the surface: finer shows "
-                        "smaller details, costs the cube of it in time and memory"),
+            description="Grid cells along the longest side of the surface's region (for a field, found first on "
+                        "a coarse grid): finer shows smaller details, costs the cube of it in time and memory"),
         "threshold": P.FloatProperty(
             name="Threshold", default=0.0, min=0.0, soft_max=1000.0,
             description="Density of the surface (0: automatic: for a field, about where it turns opaque seen from "

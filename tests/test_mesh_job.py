@@ -148,12 +148,14 @@ def test_decimation_meets_the_face_budget_and_keeps_the_shape():
 
 
 # -- a field with known geometry -------------------------------------------------------------------
-def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0, center=CENTER, radius: float = RADIUS) -> Path:
+def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0, center=CENTER, radius: float = RADIUS,
+                        box: float = 2.0, occupied_everywhere: bool = False) -> Path:
     """A hash-grid field fitted directly to a sphere (log-density from log 0.01 outside to
     log 2e5 inside across a thin shell, so the automatic level at about 50 falls midway, at
     the sphere; colour
-    TOP_RGB above the centre, BOTTOM_RGB below), saved as a 'nerf' job would save it, with an
-    occupancy grid marking the cells near the sphere."""
+    TOP_RGB above the centre, BOTTOM_RGB below), saved as a 'nerf' job would save it, in a
+    box ``box`` radii wide, with an occupancy grid marking the cells near the sphere (or,
+    ``occupied_everywhere``, every cell, as haze and floaters leave a trained field's)."""
     from backend.nerf.field import Field, FieldConfig, SceneFrame, build_model, save_field
     from backend.nerf.hashgrid import HashGridConfig
     from backend.nerf.render import OccupancyGrid, unit_to_world
@@ -161,7 +163,7 @@ def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0, center=CE
     config = FieldConfig(hashgrid=HashGridConfig(levels=8, log2_table_size=14, base_resolution=4, finest_resolution=96))
     model = build_model(config, seed=seed)
     center = np.asarray(center, np.float64)
-    frame = SceneFrame("box", tuple(center + [0.1, 0.0, -0.1]), (2 * radius,) * 3)
+    frame = SceneFrame("box", tuple(center + [0.1, 0.0, -0.1]), (box * radius,) * 3)
     generator = torch.Generator().manual_seed(seed)
     import numba
 
@@ -176,6 +178,8 @@ def fitted_sphere_field(folder: Path, steps: int = 300, seed: int = 0, center=CE
     occupancy = OccupancyGrid(resolution=32)
     cells = unit_to_world(occupancy.cell_centers(), frame)
     occupancy.bits = ((cells - torch.tensor(center, dtype=torch.float32)).norm(dim=1) < radius * (1 + 12.0 / 32))
+    if occupied_everywhere:
+        occupancy.bits[:] = True
     occupancy.density = torch.where(occupancy.bits, 100.0, 0.0)
     save_field(folder, Field(config, model, frame, 0.1, 10.0, (1.0, 1.0, 1.0), occupancy, {"train_views": 40}))
     return folder
@@ -208,6 +212,26 @@ def _fit(model, frame, steps: int, generator: torch.Generator, center, radius: f
 @pytest.fixture(scope="module")
 def sphere_field(tmp_path_factory) -> Path:
     return fitted_sphere_field(tmp_path_factory.mktemp("field") / "field")
+
+
+def test_the_grid_spans_the_object_not_the_field_box(tmp_path):
+    """A field whose box is three times the sphere's size and occupied everywhere: --focus
+    (the default) finds the sphere on a coarse grid and spends --resolution across it, so
+    the same resolution gives a finer grid and a closer surface than --no-focus."""
+    field = fitted_sphere_field(tmp_path / "field", box=6.0, occupied_everywhere=True)
+    found = {}
+    for flag in ("--focus", "--no-focus"):
+        out = tmp_path / flag.strip("-")
+        proc = run_backend("mesh", "--field", str(field), "--out", str(out), "--resolution", "64", "--no-colors",
+                           "--no-visible-only", flag)
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads((out / "manifest.json").read_text())["summary"]
+        with np.load(out / "mesh.npz") as data:
+            found[flag] = summary["spacing"], surface_chamfer(data["vertices"], data["faces"]), proc.stderr
+    (focused, chamfer_focused, said), (whole, chamfer_whole, _) = found["--focus"], found["--no-focus"]
+    assert "the surface lies in" in said  # the log says how far the grid was narrowed
+    assert focused < 0.6 * whole, (focused, whole)
+    assert chamfer_focused < chamfer_whole, (chamfer_focused, chamfer_whole)
 
 
 def test_field_mesh_from_the_command_line(sphere_field, tmp_path):

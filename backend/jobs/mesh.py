@@ -5,7 +5,8 @@
 ``splat`` job folder holding ``splats.ply`` (opacity times each Gaussian's kernel). The
 density is sampled on a dense grid (``--resolution`` cells along the longest side of the
 region: the field's box, or its inner cube for an unbounded scene, cut to the occupancy
-grid's occupied cells; for splats, around the Gaussians), in slabs, with progress and
+grid's occupied cells and then, with ``--focus`` (the default), to the surface a coarse
+pass finds there; for splats, around the Gaussians), in slabs, with progress and
 cancel. Its level set at ``--threshold`` (0: automatic: for a field, half the density
 where lines through the grid turn opaque, a low percentile of it; for splats, half the
 median density at the opaque Gaussians' centres) is extracted by marching cubes (a
@@ -62,6 +63,8 @@ class Config:
                               "the densities where lines through the grid turn opaque; for splats, half the median "
                               "density at the opaque Gaussians' centres)", minimum=0.0)
     resolution: int = option(256, "Grid cells along the longest side of the sampled region", minimum=8)
+    focus: bool = option(True, "A field: find the surface on a coarse grid first and sample --resolution cells "
+                         "across it only (a field's box is mostly empty, or haze and floaters)")
     max_faces: int = option(100000, "Decimate to at most this many faces (0: keep all); 100,000 fits the texture "
                             "job's default face budget (300,000) and unwraps in minutes on a CPU", minimum=0)
     min_component: float = option(0.05, "Drop pieces with less area than this fraction of the largest piece "
@@ -148,6 +151,8 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
         device = "cpu"
         source = SplatSource(path)
     lo, hi = source.bounds()
+    if kind == "field" and config.focus:
+        lo, hi = focus_bounds(ctx, config, source, lo, hi)
     grid = Grid.around(lo, hi, config.resolution)
     ctx.progress("load", 1, 1, f"grid {grid.shape[0]} x {grid.shape[1]} x {grid.shape[2]}, spacing {grid.spacing:.4g}")
 
@@ -222,6 +227,47 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
             "extent": extent, "components": result.stats["components"], "kept_components": result.stats["kept"],
             "density_range": density_range, "mode": config.mode, "sdf": sdf_summary,
             "colors": colors is not None, "device": str(device), "threads": threads, "visibility": visibility}
+
+
+FOCUS_RESOLUTION = 128  # cells along the longest side of the field's box for --focus's coarse pass
+FOCUS_MARGIN = 3  # coarse cells kept around the surface it finds
+
+
+def focus_bounds(ctx: JobContext, config: Config, source, lo: np.ndarray, hi: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``--focus``: the box around the surface found on a coarse grid over ``lo, hi`` (the
+    same level, cavity filling and piece cleanup as the fine pass, :data:`FOCUS_MARGIN` coarse
+    cells around it), so that ``--resolution`` spans the object, not the empty or hazy rest of
+    the field's box. On the benchmark's Suzanne (``bench/mesh.py``, two fields trained 12
+    minutes) the box's longest side shrank from 3.2 to 1.8: at 256 cells, chamfer 0.130 % to
+    0.117 % and 0.117 % to 0.110 %, the baked texture's gap to the true mesh's 2.14 to 1.70 dB
+    and 1.60 to 1.26 dB; the job took 40 to 48 s against 17 to 25 s (the focused grid lies
+    mostly in occupied cells; a 512 grid over the whole box, as close a surface, 75 s). On
+    lego, nothing of the unfocused mesh lies outside the focused box. ``lo, hi`` unchanged
+    when the coarse pass finds no surface (the fine pass then says what to change)."""
+    from ..mesh.extract import Grid, extract, sample_grid
+    from ..nerf.cpu import keep_freed_memory
+
+    resolution = min(FOCUS_RESOLUTION, config.resolution // 2)
+    if resolution < 16:
+        return lo, hi
+    coarse = Grid.around(lo, hi, resolution)
+    with keep_freed_memory(str(source.device) == "cpu"):
+        values = sample_grid(source.density, coarse, max_points=1 << 18, check_cancelled=ctx.check_cancelled,
+                             progress=lambda done, n: ctx.progress("focus", done, n, "finding the surface"))
+    level = float(config.threshold) or source.default_level(coarse, values)
+    if not float(values.min()) < level < float(values.max()):
+        return lo, hi
+    found = extract(values, coarse, level, source.what, fill=config.fill_cavities, min_fraction=config.min_component,
+                    max_components=config.max_components)
+    if len(found.faces) == 0:
+        return lo, hi
+    margin = FOCUS_MARGIN * coarse.spacing
+    new_lo = np.maximum(lo, found.vertices.min(0) - margin)
+    new_hi = np.minimum(hi, found.vertices.max(0) + margin)
+    ctx.log("info", f"the surface lies in {' x '.join(f'{e:.3g}' for e in new_hi - new_lo)} of the field's "
+                    f"{' x '.join(f'{e:.3g}' for e in hi - lo)}: the grid spans that (--no-focus: the whole box)")
+    return new_lo, new_hi
 
 
 def fit_sdf(ctx: JobContext, config: Config, inputs: Inputs, source, grid, values: np.ndarray, level: float,
