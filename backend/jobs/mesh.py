@@ -40,8 +40,9 @@ the SDF's on it: likely the silhouettes' gain), in about five minutes against ha
 these were measured on the whole box's grid. With ``--focus``, on a field trained anew:
 chamfer 0.114 % against 0.117 %, the texture 1.67 dB against 1.70 dB below the true mesh's
 bake. ``--sdf-photo-steps`` then refines it on the field's photos (with alpha) by
-NeuS-style volume rendering; off by default: 300 steps (a minute) took the chamfer from 0.130 % to 0.126 % after 2,000 steps,
-where 700 more ``--sdf-steps`` in that minute took it to 0.115 %.
+NeuS-style volume rendering; off by default: 300 steps (a minute) took the chamfer from
+0.130 % to 0.126 % after 2,000 steps, where 700 more ``--sdf-steps`` in that minute took it
+to 0.115 %.
 """
 
 from __future__ import annotations
@@ -152,6 +153,11 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
     else:
         device = "cpu"
         source = SplatSource(path)
+    threads = 0
+    if kind == "field" and str(device) == "cpu":
+        from ..nerf.cpu import choose_threads
+
+        threads = choose_threads(0)  # the cores other processes leave idle (oversubscribed numba threads crawl)
     lo, hi = source.bounds()
     if kind == "field" and config.focus:
         lo, hi = focus_bounds(ctx, config, source, lo, hi)
@@ -163,12 +169,9 @@ def run(ctx: JobContext, config: Config, inputs: Inputs) -> dict:
 
     ctx.check_cancelled()
     color_sums = None
-    threads = 0
     if kind == "field":
-        from ..nerf.cpu import choose_threads, keep_freed_memory
+        from ..nerf.cpu import keep_freed_memory
 
-        if str(device) == "cpu":  # the cores other processes leave idle (oversubscribed numba threads crawl)
-            threads = choose_threads(0)
         with keep_freed_memory(str(device) == "cpu"):
             values = sample_grid(source.density, grid, max_points=1 << 18, progress=sampled,
                                  check_cancelled=ctx.check_cancelled)
