@@ -124,7 +124,7 @@ def bench_step(rays: int, samples: int, repetitions: int) -> dict:
             "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
             "median_cpu_ms": 1000 * statistics.median(cpu), "repetitions": repetitions,
             "threads": torch.get_num_threads(),
-            "compute_path": "fused CPU step: numba hash grid + PyTorch MLPs in worker threads, backward written out"
+            "compute_path": f"fused CPU step: {fused.path_name()}, in worker threads, backward written out"
             if fused.available(fld) else "PyTorch autograd"}
 
 

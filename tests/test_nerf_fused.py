@@ -2,7 +2,9 @@
 """The CPU training step with its backward written out (``backend.nerf.fused``) against
 autograd through a plain PyTorch rendering of the same function: the loss and every
 parameter's gradient, with every sample coloured and with samples behind opaque ones left
-uncoloured, in one worker and in several, and whether it adds to gradients already there."""
+uncoloured, in one worker and in several, through both of its MLP paths (the numba kernel
+calling MKL, :mod:`backend.nerf._mlp`, and PyTorch operations), and whether it adds to
+gradients already there."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.nerf import _kernels, fused
+from backend.nerf import _kernels, _mlp, fused
 from backend.nerf.field import trunc_exp
 from backend.nerf.hashgrid import hash_encode
 from backend.nerf.render import composite, ray_spans, sample_occupied
@@ -39,12 +41,25 @@ def reference_loss(fld, origins, dirs, background, target, samples, jitter, min_
     return F.mse_loss(rgb, target), int(lit.sum())
 
 
+@pytest.fixture(params=["blas", "torch"])
+def mlp_path(request, monkeypatch):
+    """Which path runs the MLPs: ``blas`` (skipped where PyTorch has no MKL to call) or ``torch``."""
+    if request.param == "blas":
+        if not _mlp.available():
+            pytest.skip("PyTorch exports no MKL sgemm_ here: the MLPs run as PyTorch operations")
+        monkeypatch.setattr(_mlp, "BLOCK_SAMPLES", 16 * 3)  # blocks of 3 rays: a chunk's last block short
+    else:
+        monkeypatch.setenv("RECON_NERF_BLAS_KERNEL", "0")
+    return request.param
+
+
 @pytest.mark.parametrize("density_gain, min_transmittance, threads", [
     (1.0, 0.0, 1),  # every sample coloured: the chunks' broadcast path
     (40.0, 1e-2, 1),  # opaque: the samples behind are left out (the gather path)
     (40.0, 1e-2, 3),  # the same over three worker threads
 ])
-def test_fused_step_gives_autograds_loss_and_gradients(density_gain, min_transmittance, threads, monkeypatch):
+def test_fused_step_gives_autograds_loss_and_gradients(density_gain, min_transmittance, threads, mlp_path,
+                                                       monkeypatch):
     monkeypatch.setattr(fused, "CHUNK_SAMPLES", 16 * 7)  # many chunks, the last one short
     fld = _field(seed=3, density_gain=density_gain)
     origins, dirs = _rays(300, seed=4)
@@ -69,7 +84,7 @@ def test_fused_step_gives_autograds_loss_and_gradients(density_gain, min_transmi
         torch.testing.assert_close(p.grad, expected[name], rtol=0, atol=3e-5 * scale, msg=name)
 
 
-def test_fused_gradients_add_to_existing_ones():
+def test_fused_gradients_add_to_existing_ones(mlp_path):
     fld = _field(seed=1)
     origins, dirs = _rays(64, seed=2)
     g = torch.Generator().manual_seed(0)

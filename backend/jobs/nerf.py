@@ -224,15 +224,14 @@ def announce(ctx: JobContext, name: str, path: Path, fmt: str) -> None:
 
 
 def compute_path(trainer) -> str:
-    from ..nerf import _kernels
+    from ..nerf import _kernels, fused
     from ..nerf.field import NGPField, TcnnNGP
 
     model = trainer.field.model
     if isinstance(model, TcnnNGP):
         return "tiny-cuda-nn"
     if isinstance(model, NGPField):
-        return "numba hash grid + PyTorch MLPs" if _kernels.AVAILABLE and model.encoding.table.device.type == "cpu" \
-            else "PyTorch"
+        return fused.path_name() if _kernels.AVAILABLE and model.encoding.table.device.type == "cpu" else "PyTorch"
     return "PyTorch (positional-encoding MLP)"
 
 
