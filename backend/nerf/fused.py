@@ -264,7 +264,7 @@ def loss_and_grads(
             table.grad = torch.zeros_like(table)
         if not bool(chunks.kept.all()):  # the samples left out have no gradient: skip them
             kept = torch.nonzero(chunks.kept).flatten().numpy()
-            ut, grad_encoded = np.ascontiguousarray(ut[:, kept]), np.ascontiguousarray(grad_encoded[:, kept])
+            ut, grad_encoded = np.take(ut, kept, axis=1), np.take(grad_encoded, kept, axis=1)  # [:, kept]: 5x slower
         _kernels.encode_backward_t(ut, grad_encoded, levels.offsets, levels.scales, levels.resolutions, levels.dense,
                                    table.grad.numpy())
         clock("hash encoding backward")
