@@ -104,10 +104,12 @@ class _Chunks:
         self.samples, self.min_transmittance, self.scale = samples, min_transmittance, scale
 
     def arrays(self) -> tuple:
-        """:func:`._mlp.chunk_`'s inputs and outputs before the weight gradients, as numpy."""
-        return (self.encoded.numpy(), self.grad_encoded.numpy(), self.kept.numpy(), self.dt.numpy(), self.sh.numpy(),
-                self.background.numpy(), self.target.numpy(),
-                *(w.contiguous().numpy() for w in self.density_w + self.color_w))
+        """:func:`._mlp.chunk_`'s inputs and outputs before the weight gradients, as C-ordered
+        numpy arrays (the kernel hands their rows to the BLAS by pointer and row length)."""
+        tensors = (self.encoded, self.grad_encoded, self.kept, self.dt, self.sh, self.background, self.target,
+                   *self.density_w, *self.color_w)
+        assert all(t.is_contiguous() for t in tensors[:3]), "the kernel writes into these in place"
+        return tuple(np.ascontiguousarray(t.numpy()) for t in tensors)
 
 
 def _relu_back(grad: Tensor, activation: Tensor) -> Tensor:
@@ -314,7 +316,7 @@ def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, sh
     if alone and not blas:
         return [work(0)]  # a small batch: in this thread, PyTorch's own threads splitting each operation
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # each worker thread runs its operations alone (and the BLAS's: MKL follows it)
+    torch.set_num_threads(1)  # each worker thread runs its operations alone (MKL's: _mlp.one_thread)
     try:
         if alone:
             return [work(0)]
