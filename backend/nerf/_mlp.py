@@ -117,22 +117,13 @@ if _ADDRESS is not None:
         return array.ctypes.data + 4 * (row * stride)
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _relu_(x, n, width):
-        """``max(x, 0)`` on the first ``n`` rows, as ``x * (x > 0)``: LLVM vectorises the
-        product; ``max`` or a select it turns into a conditional store, ten times slower."""
+    def _relu_(x):
+        """``max(x, 0)`` in place (C order), as ``x * (x > 0)``: LLVM vectorises the product;
+        ``max`` or a select it turns into a conditional store, ten times slower."""
         flat = x.reshape(x.size)
         zero = np.float32(0.0)
-        for i in range(n * width):
+        for i in range(flat.shape[0]):
             flat[i] *= np.float32(flat[i] > zero)
-
-    @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _relu_back_(grad, activation, n, width):
-        """``grad[activation <= 0] = 0`` on the first ``n`` rows."""
-        g = grad.reshape(grad.size)
-        a = activation.reshape(activation.size)
-        zero = np.float32(0.0)
-        for i in range(n * width):
-            g[i] = g[i] if a[i] > zero else zero
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _logits(h, w, out, n):
@@ -219,7 +210,7 @@ if _ADDRESS is not None:
             enc_ptr = encoded.ctypes.data + 4 * base  # column `base` of [L * 2, N], row stride N
             # density MLP, every sample
             _mm(args, _T, _T, n, hidden, n_enc, enc_ptr, n_total, w0.ctypes.data, n_enc, 0.0, h1.ctypes.data, hidden)
-            _relu_(h1, n, hidden)
+            _relu_(h1[:n])
             _mm(args, _N, _T, n, n_geo, hidden, h1.ctypes.data, hidden, w1.ctypes.data, hidden, 0.0, geo.ctypes.data,
                 n_geo)
             x0 = geo[:n, 0]
@@ -259,7 +250,7 @@ if _ADDRESS is not None:
                     row[c] = v * np.float32(v > zero)
             _mm(args, _N, _T, k, hidden, hidden, hc1.ctypes.data, hidden, wc1.ctypes.data, hidden, 0.0,
                 hc2.ctypes.data, hidden)
-            _relu_(hc2, k, hidden)
+            _relu_(hc2[:k])
             _logits(hc2, wc2, logits, k)
             # colours, compositing, squared error, and their backward: the logits' gradient
             # replaces the logits, the lit samples' log-density gradient goes to d_x0
@@ -272,7 +263,7 @@ if _ADDRESS is not None:
             d1 = hc2  # hc2 is no longer needed
             _mm(args, _N, _N, k, hidden, hidden, d2.ctypes.data, hidden, wc1.ctypes.data, hidden, 0.0, d1.ctypes.data,
                 hidden)
-            _relu_back_(d1, hc1, k, hidden)
+            _kernels.relu_backward_(d1[:k], hc1[:k])
             _mm(args, _T, _N, hidden, n_geo, k, d1.ctypes.data, hidden, geo_rows.ctypes.data, n_geo, 1.0,
                 gc0.ctypes.data + 4 * n_sh, n_sh + n_geo)
             d_dir[:r] = 0.0
@@ -292,7 +283,7 @@ if _ADDRESS is not None:
             d_h = d2  # d2 is no longer needed
             _mm(args, _N, _N, k, hidden, n_geo, d_geo.ctypes.data, n_geo, w1.ctypes.data, hidden, 0.0,
                 d_h.ctypes.data, hidden)
-            _relu_back_(d_h, h1_rows, k, hidden)
+            _kernels.relu_backward_(d_h[:k], h1_rows[:k])
             if every:
                 _mm(args, _T, _T, hidden, n_enc, k, d_h.ctypes.data, hidden, enc_ptr, n_total, 1.0, g0.ctypes.data,
                     n_enc)
