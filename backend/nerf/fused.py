@@ -312,14 +312,11 @@ def _run_chunks(chunks: _Chunks, bounds: list[tuple[int, int]], workers: int, sh
                 sq += part_sq
                 coloured += part_n
 
-    alone = workers == 1 or len(bounds) < (2 if blas else MIN_CHUNKS_PER_WORKER * workers)
-    if alone and not blas:
-        return [work(0)]  # a small batch: in this thread, PyTorch's own threads splitting each operation
+    if workers == 1 or len(bounds) < (2 if blas else MIN_CHUNKS_PER_WORKER * workers):
+        return [work(0)]  # a small batch: in this thread (PyTorch's own threads splitting each operation)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # each worker thread runs its operations alone (MKL's: _mlp.one_thread)
     try:
-        if alone:
-            return [work(0)]
         return list(_executor(workers).map(work, range(workers)))
     finally:
         torch.set_num_threads(before)
