@@ -62,8 +62,9 @@ _ADDRESS, _SET_LOCAL_THREADS = _mkl() if _kernels.AVAILABLE else (None, None)
 
 class one_thread:  # noqa: N801 - used as a context manager, like torch.no_grad
     """MKL runs on the calling thread alone inside ``with``: a thread that calls
-    :func:`chunk_` is one of the step's workers (MKL's own setting is per thread, and
-    ``torch.set_num_threads`` sets it for the main thread only)."""
+    :func:`chunk_` is one of the step's workers. ``torch.set_num_threads(1)`` does not
+    reach MKL in other threads: without this the kernel's products ran on MKL's own
+    threads in each worker, and the step's MLP phase took 263 ms instead of 144 on 2 cores."""
 
     def __enter__(self) -> None:
         self.before = _SET_LOCAL_THREADS(1)
