@@ -26,7 +26,8 @@ backward nor their encoding's is computed.
    block of 512 samples at a time, its matrix products calling MKL directly: the same
    products, with every activation in the L2 cache (at 4096 x 64 samples on 2 cores this
    phase went from 170 to 135 ms in interleaved runs, 226 to 128 ms in a slower phase of the
-   machine; ``RECON_NERF_BLAS_KERNEL=0`` turns it off);
+   machine; ``RECON_NERF_BLAS_KERNEL=0`` turns it off); then only a batch of one chunk
+   runs in the calling thread;
 3. the gradient of the encoding's outputs (kept for every sample reached) is scattered into
    the table's gradient by the numba backward kernel (every thread, a level per thread).
    (Taking each level's Adam step inside that kernel, right after its scatter, was tried:
