@@ -113,10 +113,6 @@ if _ADDRESS is not None:
         flags[33] = 84
         return args
 
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _ptr(array, row, stride):
-        return array.ctypes.data + 4 * (row * stride)
-
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _relu_(x):
         """``max(x, 0)`` in place (C order), as ``x * (x > 0)``: LLVM vectorises the product;
@@ -182,6 +178,7 @@ if _ADDRESS is not None:
         n_sh = wc0.shape[1] - n_geo
         rows = block_rays * s
         args = _scratch()
+        wc0_geo = wc0.ctypes.data + 4 * n_sh  # wc0[:, n_sh:], the geometry features' columns (row stride n_sh + G)
         h1 = np.empty((rows, hidden), np.float32)
         geo = np.empty((rows, n_geo), np.float32)
         h1_k = np.empty((rows, hidden), np.float32)
@@ -209,6 +206,7 @@ if _ADDRESS is not None:
             n = r * s
             base = q0 * s
             enc_ptr = encoded.ctypes.data + 4 * base  # column `base` of [L * 2, N], row stride N
+            sh_ptr = sh.ctypes.data + 4 * q0 * n_sh  # the block's rays' rows
             # density MLP, every sample
             _mm(args, _T, _T, n, hidden, n_enc, enc_ptr, n_total, w0.ctypes.data, n_enc, 0.0, h1.ctypes.data, hidden)
             _relu_(h1[:n])
@@ -239,9 +237,9 @@ if _ADDRESS is not None:
                     h1_k[i] = h1[index[i]]
                 geo_rows, h1_rows = geo_k, h1_k
             # colour MLP on the lit samples, its direction half once per ray
-            _mm(args, _N, _T, r, hidden, n_sh, _ptr(sh, q0, n_sh), n_sh, wc0.ctypes.data, n_sh + n_geo, 0.0,
+            _mm(args, _N, _T, r, hidden, n_sh, sh_ptr, n_sh, wc0.ctypes.data, n_sh + n_geo, 0.0,
                 from_dir.ctypes.data, hidden)
-            _mm(args, _N, _T, k, hidden, n_geo, geo_rows.ctypes.data, n_geo, wc0.ctypes.data + 4 * n_sh, n_sh + n_geo,
+            _mm(args, _N, _T, k, hidden, n_geo, geo_rows.ctypes.data, n_geo, wc0_geo, n_sh + n_geo,
                 0.0, hc1.ctypes.data, hidden)
             zero = np.float32(0.0)
             for i in range(k):  # + the ray's direction half, then the ReLU
@@ -272,9 +270,9 @@ if _ADDRESS is not None:
                 ray = ray_of[i]
                 for c in range(hidden):
                     d_dir[ray, c] += d1[i, c]
-            _mm(args, _T, _N, hidden, n_sh, r, d_dir.ctypes.data, hidden, _ptr(sh, q0, n_sh), n_sh, 1.0,
+            _mm(args, _T, _N, hidden, n_sh, r, d_dir.ctypes.data, hidden, sh_ptr, n_sh, 1.0,
                 gc0.ctypes.data, n_sh + n_geo)
-            _mm(args, _N, _N, k, n_geo, hidden, d1.ctypes.data, hidden, wc0.ctypes.data + 4 * n_sh, n_sh + n_geo, 0.0,
+            _mm(args, _N, _N, k, n_geo, hidden, d1.ctypes.data, hidden, wc0_geo, n_sh + n_geo, 0.0,
                 d_geo.ctypes.data, n_geo)
             for i in range(k):
                 d_geo[i, 0] += d_x0[i]
