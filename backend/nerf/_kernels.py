@@ -152,6 +152,9 @@ if AVAILABLE:
         half = np.float32(0.5)
         one = np.float32(1.0)
         m = b1 - b0
+        # the block's coordinates as views indexed from 0: xs[j] would be read one
+        # float at a time (numba's negative-index check on b0 + j keeps LLVM from loading runs)
+        xs, ys, zs = xt[0, b0:b1], xt[1, b0:b1], xt[2, b0:b1]
         if is_dense:
             sy = np.uint32(res)
             sz = np.uint32(res * res)
@@ -163,9 +166,9 @@ if AVAILABLE:
         first = np.int32(base)
         pow2 = size & (size - 1) == 0
         for j in range(m):
-            px = xt[0, b0 + j] * scale + half
-            py = xt[1, b0 + j] * scale + half
-            pz = xt[2, b0 + j] * scale + half
+            px = xs[j] * scale + half
+            py = ys[j] * scale + half
+            pz = zs[j] * scale + half
             fx, fy, fz = px - np.floor(px), py - np.floor(py), pz - np.floor(pz)
             ux, uy, uz = one - fx, one - fy, one - fz
             weights[0, j] = ux * uy * uz
@@ -179,9 +182,9 @@ if AVAILABLE:
         # the corners' rows, tiny-cuda-nn's index % size (a dense index is below 2 size: one subtraction)
         if is_dense:
             for j in range(m):
-                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
-                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
-                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x0 = np.uint32(np.int32(np.floor(xs[j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(ys[j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(zs[j] * scale + half))) * sz)
                 x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
                 v = np.uint32(x0 + y0 + z0)
                 rows[0, j] = first + np.int32(v - usize if v >= usize else v)
@@ -201,9 +204,9 @@ if AVAILABLE:
                 rows[7, j] = first + np.int32(v - usize if v >= usize else v)
         elif pow2:
             for j in range(m):
-                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
-                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
-                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x0 = np.uint32(np.int32(np.floor(xs[j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(ys[j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(zs[j] * scale + half))) * sz)
                 x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
                 rows[0, j] = first + np.int32((x0 ^ y0 ^ z0) & mask)
                 rows[1, j] = first + np.int32((x1 ^ y0 ^ z0) & mask)
@@ -215,9 +218,9 @@ if AVAILABLE:
                 rows[7, j] = first + np.int32((x1 ^ y1 ^ z1) & mask)
         else:
             for j in range(m):
-                x0 = np.uint32(np.int32(np.floor(xt[0, b0 + j] * scale + half)))
-                y0 = np.uint32(np.uint32(np.int32(np.floor(xt[1, b0 + j] * scale + half))) * sy)
-                z0 = np.uint32(np.uint32(np.int32(np.floor(xt[2, b0 + j] * scale + half))) * sz)
+                x0 = np.uint32(np.int32(np.floor(xs[j] * scale + half)))
+                y0 = np.uint32(np.uint32(np.int32(np.floor(ys[j] * scale + half))) * sy)
+                z0 = np.uint32(np.uint32(np.int32(np.floor(zs[j] * scale + half))) * sz)
                 x1, y1, z1 = np.uint32(x0 + np.uint32(1)), np.uint32(y0 + sy), np.uint32(z0 + sz)
                 rows[0, j] = first + np.int32(np.uint32(x0 ^ y0 ^ z0) % usize)
                 rows[1, j] = first + np.int32(np.uint32(x1 ^ y0 ^ z0) % usize)
@@ -257,34 +260,57 @@ if AVAILABLE:
                     b1 = min(end, b0 + BLOCK)
                     _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
                                    resolutions[level], rows, weights, table, False)
+                    block0, block1 = out0[b0:b1], out1[b0:b1]  # indexed from 0 (see _block_corners)
                     for j in range(b1 - b0):
-                        a0, a1 = _corner_sum(table, rows, weights, j)
-                        out0[b0 + j] = a0
-                        out1[b0 + j] = a1
+                        block0[j], block1[j] = _corner_sum(table, rows, weights, j)
+
+    LINE = 16  # float32 values in a cache line: the sparse Adam step's unit of skipping
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _line_touched(grad, start, end):
+        """Whether ``grad[start:end]`` (at most a line) has a value that is not 0."""
+        zero = np.float32(0.0)
+        touched = False
+        if end - start == LINE:  # a whole line: a fixed count, two vector compares
+            first = np.uint64(start)
+            for i in range(LINE):
+                touched |= grad[first + np.uint64(i)] != zero
+        else:
+            for i in range(np.uint64(start), np.uint64(end)):
+                touched |= grad[i] != zero
+        return touched
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _adam_run(param, grad, exp_avg, exp_avg_sq, start, end, beta1, beta2, rate, inv_c2, epsilon):
+        """Adam on entries ``start:end``, zeroing their gradient; entries whose gradient is 0
+        keep their values (branch-free, so the loop runs in SIMD). The indices are unsigned:
+        with signed ones numba's negative-index check made LLVM read and write one value at
+        a time, which took 2.3x as long."""
+        zero = np.float32(0.0)
+        keep1, keep2 = np.float32(1.0) - beta1, np.float32(1.0) - beta2
+        for i in range(np.uint64(start), np.uint64(end)):
+            g = grad[i]
+            t = g != zero
+            m = beta1 * exp_avg[i] + keep1 * g
+            v = beta2 * exp_avg_sq[i] + keep2 * g * g
+            p = param[i] - rate * m / (np.sqrt(v * inv_c2) + epsilon)
+            exp_avg[i] = m if t else exp_avg[i]
+            exp_avg_sq[i] = v if t else exp_avg_sq[i]
+            param[i] = p if t else param[i]
+            grad[i] = zero
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _adam_span(param, grad, exp_avg, exp_avg_sq, start, end, beta1, beta2, rate, inv_c2, epsilon):
-        """Adam on flat entries ``start:end`` (see :func:`_sparse_adam`), zeroing their gradient."""
-        line = 16
-        zero = np.float32(0.0)
-        keep1, keep2 = np.float32(1.0) - beta1, np.float32(1.0) - beta2
-        for s in range(start, end, line):
-            e = min(end, s + line)
-            touched = False
-            for i in range(s, e):
-                touched |= grad[i] != zero
-            if not touched:
-                continue
-            for i in range(s, e):
-                g = grad[i]
-                t = g != zero
-                m = beta1 * exp_avg[i] + keep1 * g
-                v = beta2 * exp_avg_sq[i] + keep2 * g * g
-                p = param[i] - rate * m / (np.sqrt(v * inv_c2) + epsilon)
-                exp_avg[i] = m if t else exp_avg[i]
-                exp_avg_sq[i] = v if t else exp_avg_sq[i]
-                param[i] = p if t else param[i]
-                grad[i] = zero
+        """Adam on flat entries ``start:end`` (see :func:`_sparse_adam`): lines without a
+        gradient are skipped, each run of lines with one is updated in one loop."""
+        s = start
+        while s < end:
+            e = min(end, s + LINE)
+            if _line_touched(grad, s, e):
+                while e < end and _line_touched(grad, e, min(end, e + LINE)):
+                    e = min(end, e + LINE)
+                _adam_run(param, grad, exp_avg, exp_avg_sq, s, e, beta1, beta2, rate, inv_c2, epsilon)
+            s = e
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _encode_backward(xt, grad_out, offsets, scales, resolutions, dense, grad_table, n_workers):
@@ -304,14 +330,15 @@ if AVAILABLE:
                     b1 = min(n, b0 + BLOCK)
                     _block_corners(xt, b0, b1, scales[level], base, offsets[level + 1] - base, dense[level],
                                    resolutions[level], rows, weights, grad_table, True)
+                    block0, block1 = grad0[b0:b1], grad1[b0:b1]  # indexed from 0 (see _block_corners)
                     for j in range(b1 - b0):
-                        _corner_scatter(grad_table, rows, weights, j, grad0[b0 + j], grad1[b0 + j])
+                        _corner_scatter(grad_table, rows, weights, j, block0[j], block1[j])
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _sparse_adam(param, grad, exp_avg, exp_avg_sq, lr, b1, b2, eps, c1, c2):
         """float32 arithmetic; a cache line of gradients (16 values) that is all zero is
-        skipped without touching the other arrays; within a line the update is branch-free
-        (vectorised), entries with a zero gradient keep their values."""
+        skipped without touching the other arrays; runs of lines with a gradient are updated
+        branch-free (vectorised), entries with a zero gradient keep their values."""
         n = param.shape[0]
         chunk = 1 << 16
         beta1, beta2 = np.float32(b1), np.float32(b2)
