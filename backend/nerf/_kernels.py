@@ -22,6 +22,11 @@ runs rather than 8 bytes of every 128-byte row (at 4096 x 64 samples on 2 cores,
 uint32 hash: forward 70 to 45 ms, backward 70 to 47 ms). The sparse Adam step reads the
 gradient a cache line (16 values) at a time and skips lines without a gradient, which in
 training (a few thousand samples a step) is most of the table.
+
+Instructions: a table row is a pair of floats, read or updated as one LLVM vector of two
+(:func:`_corner_sum`, :func:`_corner_scatter`). Arrays in the hot loops are indexed from 0
+or with unsigned indices: numba checks a signed index for a negative value, and LLVM then
+loads and stores one value at a time instead of running the loop in SIMD.
 """
 
 from __future__ import annotations
