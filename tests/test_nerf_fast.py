@@ -63,6 +63,18 @@ def test_blocked_encoding_kernels_match_the_pytorch_path_with_any_workers(worker
 
 
 @needs_numba
+def test_a_table_that_is_not_contiguous_is_encoded_like_its_contiguous_copy():
+    """The kernels read the table's rows by address; a strided table takes the PyTorch path."""
+    levels = level_geometry(GRID)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(300, 3, generator=g)
+    strided = (torch.rand(2, levels.rows, generator=g) - 0.5).T  # [rows, 2], column-major
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(hash_encode(x, strided, levels), hash_encode(x, strided.contiguous(), levels),
+                               rtol=0, atol=2e-6)
+
+
+@needs_numba
 def test_sparse_adam_kernel_matches_the_pytorch_path_and_skips_untouched_lines(monkeypatch):
     g = torch.Generator().manual_seed(0)
     rows = 5000

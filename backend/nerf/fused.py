@@ -64,12 +64,13 @@ _pool_lock = threading.Lock()
 
 def available(fld: Field) -> bool:
     """Whether ``fld`` trains through this step: an :class:`NGPField` on the CPU with the
-    numba encoding (2 features per level) and float32 parameters."""
+    numba encoding (2 features per level, the table contiguous) and float32 parameters."""
     model = fld.model
     if not (_kernels.AVAILABLE and isinstance(model, NGPField)):
         return False
     table = model.encoding.table
-    return table.device.type == "cpu" and table.dtype == torch.float32 and table.shape[1] == 2
+    return (table.device.type == "cpu" and table.dtype == torch.float32 and table.shape[1] == 2
+            and table.is_contiguous())
 
 
 def path_name() -> str:

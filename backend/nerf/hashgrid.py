@@ -253,14 +253,16 @@ class _CachedEncode(torch.autograd.Function):
 
 
 def resolve_backend(name: str, x: Tensor, table: Tensor) -> str:
-    """``"auto"``: numba for CPU float32 tensors whose inputs need no gradient, else torch."""
+    """``"auto"``: numba for CPU float32 tensors (the table contiguous) whose inputs need no
+    gradient, else torch."""
     fused_ok = (_kernels.AVAILABLE and x.device.type == "cpu" and table.device.type == "cpu"
-                and table.dtype == torch.float32 and table.shape[1] == 2 and not x.requires_grad)
+                and table.dtype == torch.float32 and table.shape[1] == 2 and table.is_contiguous()
+                and not x.requires_grad)
     if name == "auto":
         return "numba" if fused_ok else "torch"
     if name == "numba" and not fused_ok:
-        raise ValueError("the numba hash-grid path needs numba, CPU float32 tensors, 2 features per level and "
-                         "inputs without a gradient")
+        raise ValueError("the numba hash-grid path needs numba, CPU float32 tensors, 2 features per level, a "
+                         "contiguous table and inputs without a gradient")
     return name
 
 
