@@ -157,8 +157,8 @@ if AVAILABLE:
         half = np.float32(0.5)
         one = np.float32(1.0)
         m = b1 - b0
-        # the block's coordinates as views indexed from 0: xs[j] would be read one
-        # float at a time (numba's negative-index check on b0 + j keeps LLVM from loading runs)
+        # the block's coordinates as views indexed from 0: xt[0, b0 + j] was read one float at
+        # a time (numba's negative-index check on b0 + j kept LLVM from loading runs of them)
         xs, ys, zs = xt[0, b0:b1], xt[1, b0:b1], xt[2, b0:b1]
         if is_dense:
             sy = np.uint32(res)
@@ -276,7 +276,7 @@ if AVAILABLE:
         """Whether ``grad[start:end]`` (at most a line) has a value that is not 0."""
         zero = np.float32(0.0)
         touched = False
-        if end - start == LINE:  # a whole line: a fixed count, two vector compares
+        if end - start == LINE:  # a whole line: a loop of fixed length
             first = np.uint64(start)
             for i in range(LINE):
                 touched |= grad[first + np.uint64(i)] != zero
