@@ -290,7 +290,7 @@ if AVAILABLE:
         """Adam on entries ``start:end``, zeroing their gradient; entries whose gradient is 0
         keep their values (branch-free, so the loop runs in SIMD). The indices are unsigned:
         with signed ones numba's negative-index check made LLVM read and write one value at
-        a time, which took 2.3x as long."""
+        a time (the line-by-line loop this replaces took 2.2x as long at a full gradient)."""
         zero = np.float32(0.0)
         keep1, keep2 = np.float32(1.0) - beta1, np.float32(1.0) - beta2
         for i in range(np.uint64(start), np.uint64(end)):
