@@ -52,6 +52,7 @@ from torch import Tensor
 
 from . import _kernels, _mlp
 from .field import Field, NGPField, spherical_harmonics_4
+from .hashgrid import kernels_take
 from .render import T_MIN, ray_spans, sample_occupied
 
 CHUNK_SAMPLES = 8192  # samples per chunk of rays (activations about 2 MB per layer)
@@ -66,11 +67,7 @@ def available(fld: Field) -> bool:
     """Whether ``fld`` trains through this step: an :class:`NGPField` on the CPU with the
     numba encoding (2 features per level, the table contiguous) and float32 parameters."""
     model = fld.model
-    if not (_kernels.AVAILABLE and isinstance(model, NGPField)):
-        return False
-    table = model.encoding.table
-    return (table.device.type == "cpu" and table.dtype == torch.float32 and table.shape[1] == 2
-            and table.is_contiguous())
+    return isinstance(model, NGPField) and kernels_take(model.encoding.table)
 
 
 def path_name() -> str:

@@ -252,12 +252,17 @@ class _CachedEncode(torch.autograd.Function):
         return None, None, grad_table, None, None
 
 
+def kernels_take(table: Tensor) -> bool:
+    """Whether the numba kernels can work on ``table``: numba installed, and a contiguous CPU
+    float32 table of 2 features per level (the kernels read its rows by address)."""
+    return (_kernels.AVAILABLE and table.device.type == "cpu" and table.dtype == torch.float32
+            and table.shape[1] == 2 and table.is_contiguous())
+
+
 def resolve_backend(name: str, x: Tensor, table: Tensor) -> str:
-    """``"auto"``: numba for CPU float32 tensors (the table contiguous) whose inputs need no
-    gradient, else torch."""
-    fused_ok = (_kernels.AVAILABLE and x.device.type == "cpu" and table.device.type == "cpu"
-                and table.dtype == torch.float32 and table.shape[1] == 2 and table.is_contiguous()
-                and not x.requires_grad)
+    """``"auto"``: numba where :func:`kernels_take` the table and the points are on the CPU
+    without a gradient, else torch."""
+    fused_ok = kernels_take(table) and x.device.type == "cpu" and not x.requires_grad
     if name == "auto":
         return "numba" if fused_ok else "torch"
     if name == "numba" and not fused_ok:
