@@ -73,9 +73,13 @@ if AVAILABLE:
         return row, builder.shuffle_vector(both, _ir.Constant(_PAIR, None), _ir.Constant(_ir.VectorType(_I32, 2),
                                                                                           [0, 0]))
 
-    def _table_typed(table, rows, weights) -> bool:
+    def _is_table(table) -> bool:
+        """A C-contiguous 2-D float32 array: what :func:`_row_pointer` reads by address."""
         return (isinstance(table, _types.Array) and table.layout == "C" and table.ndim == 2
-                and table.dtype == _types.float32 and rows.dtype == _types.int32 and weights.dtype == _types.float32)
+                and table.dtype == _types.float32)
+
+    def _table_typed(table, rows, weights) -> bool:
+        return _is_table(table) and rows.dtype == _types.int32 and weights.dtype == _types.float32
 
     @_intrinsic
     def _corner_sum(typingctx, table, rows, weights, j):
@@ -126,7 +130,7 @@ if AVAILABLE:
 
         @_intrinsic
         def prefetch(typingctx, table, row):
-            if not isinstance(table, _types.Array) or table.layout != "C" or table.dtype != _types.float32:
+            if not _is_table(table):
                 return None
 
             def codegen(context, builder, signature, args):
